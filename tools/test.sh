@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Second README command: builds and runs the whole test suite (CTest + GoogleTest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install_deps.sh
+tools/build.sh
+export SPUTNIK_DEMO_MODEL="$(tools/fetch_demo_model.sh)"
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"$(nproc)" "$@"
