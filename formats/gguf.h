@@ -65,17 +65,23 @@ class GgufFile {
   Result<TensorView> tensor(const std::string& name) const;  // error names the missing tensor
 
   std::shared_ptr<MappedFile> mapping() const { return file_; }
+  uint64_t alignment() const { return alignment_; }        // general.alignment, default 32
+  uint64_t data_offset() const { return data_offset_; }    // file offset of the tensor data
 
  private:
   std::shared_ptr<MappedFile> file_;
   uint32_t version_ = 0;
+  uint64_t alignment_ = 32;
+  uint64_t data_offset_ = 0;
   std::map<std::string, GgufValue> metadata_;
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, size_t> tensor_index_;
   friend class GgufParser;
 };
 
-// ggml type id <-> DType (error for types sputnik does not read).
+// ggml type id <-> DType (error for types sputnik does not read). ggml_from_dtype returns
+// kGgmlTypeNone for a DType that GGUF cannot hold (F8_E4M3).
+constexpr uint32_t kGgmlTypeNone = 0xffffffffu;
 Result<DType> dtype_from_ggml(uint32_t ggml_type);
 uint32_t ggml_from_dtype(DType dtype);
 

@@ -36,6 +36,10 @@ class SafetensorsCheckpoint {
   nlohmann::json config_ = nlohmann::json::object();
   std::vector<std::shared_ptr<MappedFile>> files_;
   std::map<std::string, TensorView> tensors_;
+  // Tensors listed in a header with a valid layout but a dtype or shape sputnik does not read
+  // (F64, BOOL, a zero-sized dimension, ...): tensor() gives this message instead of a view.
+  std::map<std::string, std::string> unsupported_;
+  friend class SafetensorsLoader;
 };
 
 // Reads and parses a JSON file; the error names the file and the position of a syntax error.
