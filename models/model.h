@@ -65,6 +65,24 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
 };
+// A safetensors checkpoint without tokenizer.json loads with a null tokenizer (the tiny
+// random-weight test models have none); a GGUF file without tokenizer metadata is an error.
 Result<LoadedModel> load_model(const std::string& path, const LoadOptions& options);
+
+// --- For family loaders (models/loader.cpp's table) ----------------------------------------
+
+class WeightSource;
+
+// What load_model hands a family's loader.
+struct ModelSource {
+  std::shared_ptr<WeightSource> weights;
+  std::string architecture;  // GGUF general.architecture, or HF config.json architectures[0]
+  LoadOptions options;
+  // Filled by load_model (name, weight_bytes, chat_template); the family fills the rest.
+  ModelInfo info;
+  // Called as layers are loaded when progress is shown (null otherwise).
+  void (*progress)(int64_t layers_done, int64_t n_layers) = nullptr;
+};
+using FamilyLoader = Result<std::unique_ptr<Model>> (*)(const ModelSource& source);
 
 }  // namespace sputnik

@@ -1,0 +1,617 @@
+// Llama and Qwen2 (see models/llama.h). Reads like HF modeling_llama.py: LlamaAttention,
+// LlamaMLP, LlamaDecoderLayer, LlamaModel.forward, each below as one function over a chunk of
+// T tokens. Linear layers run as one matmul over all T tokens of the batch (prefill speed);
+// attention runs per token against its own sequence's cache.
+#include "models/llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numbers>
+
+#include "formats/gguf.h"
+#include "kernels/kernels.h"
+#include "models/weights.h"
+
+namespace sputnik {
+
+namespace {
+
+// Tokens per internal chunk of a batch: bounds the activations ([T, inter_dim] floats).
+constexpr int64_t kLlamaMaxChunk = 256;
+
+// --- Config ------------------------------------------------------------------------------------
+
+Result<LlamaConfig> config_from_gguf(const WeightSource& source, const std::string& arch) {
+  const GgufFile& g = *source.gguf();
+  LlamaConfig c;
+  c.architecture = arch;
+  c.family = arch == "qwen2" ? LlamaFamily::Qwen2 : LlamaFamily::Llama;
+  const std::string p = arch + ".";
+  if (g.has("general.name")) {
+    SPUTNIK_ASSIGN_OR_RETURN(c.name, g.get_string("general.name"));
+  }
+  SPUTNIK_ASSIGN_OR_RETURN(c.dim, g.get_int(p + "embedding_length"));
+  SPUTNIK_ASSIGN_OR_RETURN(c.n_layers, g.get_int(p + "block_count"));
+  SPUTNIK_ASSIGN_OR_RETURN(c.n_heads, g.get_int(p + "attention.head_count"));
+  SPUTNIK_ASSIGN_OR_RETURN(c.n_kv_heads, g.get_int_or(p + "attention.head_count_kv", c.n_heads));
+  SPUTNIK_ASSIGN_OR_RETURN(c.inter_dim, g.get_int(p + "feed_forward_length"));
+  SPUTNIK_ASSIGN_OR_RETURN(c.max_seq_len, g.get_int(p + "context_length"));
+  SPUTNIK_ASSIGN_OR_RETURN(double eps, g.get_float(p + "attention.layer_norm_rms_epsilon"));
+  c.norm_eps = static_cast<float>(eps);
+  SPUTNIK_ASSIGN_OR_RETURN(c.rope_theta, g.get_float_or(p + "rope.freq_base", 10000.0));
+  if (c.n_heads <= 0 || c.dim % c.n_heads != 0) {
+    return make_error("{}: {}attention.head_count = {} does not divide embedding_length = {}",
+                      source.path(), p, c.n_heads, c.dim);
+  }
+  SPUTNIK_ASSIGN_OR_RETURN(c.head_dim, g.get_int_or(p + "attention.key_length", c.dim / c.n_heads));
+  SPUTNIK_ASSIGN_OR_RETURN(int64_t value_length, g.get_int_or(p + "attention.value_length", c.head_dim));
+  if (value_length != c.head_dim) {
+    return make_error("{}: {}attention.value_length = {} differs from key_length = {} (unsupported)",
+                      source.path(), p, value_length, c.head_dim);
+  }
+  SPUTNIK_ASSIGN_OR_RETURN(c.rope_dim, g.get_int_or(p + "rope.dimension_count", c.head_dim));
+  if (g.has(p + "vocab_size")) {
+    SPUTNIK_ASSIGN_OR_RETURN(c.vocab_size, g.get_int(p + "vocab_size"));
+  } else {
+    const GgufTensorInfo* embd = g.find_tensor("token_embd.weight");
+    if (!embd) return make_error("{}: tensor 'token_embd.weight' is missing", source.path());
+    c.vocab_size = embd->view.shape[0];
+  }
+  // llama.cpp's converter permutes llama q/k rows for interleaved rope; qwen2 is stored as in HF.
+  c.rope_layout = c.family == LlamaFamily::Llama ? RopeLayout::Interleaved : RopeLayout::NeoX;
+  // Qwen2 has q/k/v biases by definition (modeling_qwen2.py: bias=True); GGUF llama has none.
+  c.qkv_bias = c.family == LlamaFamily::Qwen2;
+  // GGUF's convention: a file without output.weight ties the output to token_embd.
+  c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
+
+  if (c.rope_dim <= 0 || c.rope_dim % 2 != 0 || c.rope_dim > c.head_dim) {
+    return make_error("{}: {}rope.dimension_count = {} must be even and at most the head size {}",
+                      source.path(), p, c.rope_dim, c.head_dim);
+  }
+  c.inv_freq = llama_inv_freq(c.rope_theta, c.rope_dim, nullptr);
+  std::string scaling_type = "none";
+  if (g.has(p + "rope.scaling.type")) {
+    SPUTNIK_ASSIGN_OR_RETURN(scaling_type, g.get_string(p + "rope.scaling.type"));
+  }
+  if (scaling_type == "linear") {
+    SPUTNIK_ASSIGN_OR_RETURN(double factor, g.get_float(p + "rope.scaling.factor"));
+    if (!(factor > 0)) return make_error("{}: {}rope.scaling.factor = {} must be > 0", source.path(), p, factor);
+    for (float& f : c.inv_freq) f = static_cast<float>(f / factor);
+  } else if (scaling_type != "none") {
+    return make_error("{}: {}rope.scaling.type = '{}' is not supported (expected none or linear)",
+                      source.path(), p, scaling_type);
+  }
+  // Llama 3.1+ GGUF files carry the llama3 scaling as per-pair divisors (llama.cpp
+  // rope_freqs / "freq_factors": theta_i = pos * base^(-2i/d) / rope_freqs[i]).
+  if (g.find_tensor("rope_freqs.weight")) {
+    SPUTNIK_ASSIGN_OR_RETURN(std::vector<float> factors,
+                             source.get_f32("rope_freqs.weight", {c.rope_dim / 2}));
+    for (int64_t i = 0; i < c.rope_dim / 2; ++i) c.inv_freq[i] /= factors[i];
+  }
+  return c;
+}
+
+// Typed reads of config.json fields; errors name the file and the field.
+Result<int64_t> json_int(const nlohmann::json& j, const std::string& key, const std::string& file) {
+  if (!j.contains(key)) return make_error("{}: field '{}' is missing", file, key);
+  if (!j[key].is_number_integer()) {
+    return make_error("{}: field '{}' should be an integer, got {}", file, key, j[key].dump());
+  }
+  return j[key].get<int64_t>();
+}
+Result<int64_t> json_int_or(const nlohmann::json& j, const std::string& key, int64_t fallback,
+                            const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  return json_int(j, key, file);
+}
+Result<double> json_float_or(const nlohmann::json& j, const std::string& key, double fallback,
+                             const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_number()) {
+    return make_error("{}: field '{}' should be a number, got {}", file, key, j[key].dump());
+  }
+  return j[key].get<double>();
+}
+Result<bool> json_bool_or(const nlohmann::json& j, const std::string& key, bool fallback,
+                          const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (!j[key].is_boolean()) {
+    return make_error("{}: field '{}' should be true or false, got {}", file, key, j[key].dump());
+  }
+  return j[key].get<bool>();
+}
+
+Result<LlamaConfig> config_from_hf(const WeightSource& source, const std::string& arch) {
+  const nlohmann::json& j = source.safetensors()->config();
+  const std::string file = source.safetensors()->directory() + "/config.json";
+  LlamaConfig c;
+  c.family = arch == "Qwen2ForCausalLM" ? LlamaFamily::Qwen2 : LlamaFamily::Llama;
+  c.architecture = c.family == LlamaFamily::Qwen2 ? "qwen2" : "llama";
+  if (j.contains("_name_or_path") && j["_name_or_path"].is_string()) c.name = j["_name_or_path"];
+  SPUTNIK_ASSIGN_OR_RETURN(c.dim, json_int(j, "hidden_size", file));
+  SPUTNIK_ASSIGN_OR_RETURN(c.n_layers, json_int(j, "num_hidden_layers", file));
+  SPUTNIK_ASSIGN_OR_RETURN(c.n_heads, json_int(j, "num_attention_heads", file));
+  SPUTNIK_ASSIGN_OR_RETURN(c.n_kv_heads, json_int_or(j, "num_key_value_heads", c.n_heads, file));
+  SPUTNIK_ASSIGN_OR_RETURN(c.inter_dim, json_int(j, "intermediate_size", file));
+  SPUTNIK_ASSIGN_OR_RETURN(c.vocab_size, json_int(j, "vocab_size", file));
+  SPUTNIK_ASSIGN_OR_RETURN(c.max_seq_len, json_int_or(j, "max_position_embeddings", 4096, file));
+  SPUTNIK_ASSIGN_OR_RETURN(double eps, json_float_or(j, "rms_norm_eps", 1e-6, file));
+  c.norm_eps = static_cast<float>(eps);
+  if (c.n_heads <= 0 || c.dim % c.n_heads != 0) {
+    return make_error("{}: num_attention_heads = {} does not divide hidden_size = {}", file,
+                      c.n_heads, c.dim);
+  }
+  SPUTNIK_ASSIGN_OR_RETURN(c.head_dim, json_int_or(j, "head_dim", c.dim / c.n_heads, file));
+  c.rope_dim = c.head_dim;
+  // Both tie defaults are False in LlamaConfig and Qwen2Config.
+  SPUTNIK_ASSIGN_OR_RETURN(c.tie_word_embeddings, json_bool_or(j, "tie_word_embeddings", false, file));
+  c.rope_layout = RopeLayout::NeoX;  // HF rotate_half, both families
+  c.qkv_bias = c.family == LlamaFamily::Qwen2;
+  if (c.family == LlamaFamily::Llama) {
+    SPUTNIK_ASSIGN_OR_RETURN(bool attention_bias, json_bool_or(j, "attention_bias", false, file));
+    SPUTNIK_ASSIGN_OR_RETURN(bool mlp_bias, json_bool_or(j, "mlp_bias", false, file));
+    if (attention_bias || mlp_bias) {
+      return make_error("{}: attention_bias / mlp_bias = true is not supported for Llama", file);
+    }
+  } else {
+    SPUTNIK_ASSIGN_OR_RETURN(bool sliding, json_bool_or(j, "use_sliding_window", false, file));
+    if (sliding) return make_error("{}: use_sliding_window = true is not supported", file);
+  }
+
+  // Rotary: transformers <= 4 writes rope_theta + rope_scaling; 5 writes rope_parameters
+  // (rope_theta and rope_type inside). Read whichever is there.
+  nlohmann::json rope = nlohmann::json::object();
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    rope = j["rope_parameters"];
+  } else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    rope = j["rope_scaling"];
+  }
+  SPUTNIK_ASSIGN_OR_RETURN(c.rope_theta, json_float_or(j, "rope_theta", 10000.0, file));
+  SPUTNIK_ASSIGN_OR_RETURN(c.rope_theta, json_float_or(rope, "rope_theta", c.rope_theta, file));
+  std::string rope_type = "default";
+  if (rope.contains("rope_type") && rope["rope_type"].is_string()) rope_type = rope["rope_type"];
+  else if (rope.contains("type") && rope["type"].is_string()) rope_type = rope["type"];
+  if (rope_type == "llama3") {
+    Llama3RopeScaling s;
+    SPUTNIK_ASSIGN_OR_RETURN(s.factor, json_float_or(rope, "factor", s.factor, file));
+    SPUTNIK_ASSIGN_OR_RETURN(s.low_freq_factor, json_float_or(rope, "low_freq_factor", s.low_freq_factor, file));
+    SPUTNIK_ASSIGN_OR_RETURN(s.high_freq_factor, json_float_or(rope, "high_freq_factor", s.high_freq_factor, file));
+    SPUTNIK_ASSIGN_OR_RETURN(s.original_max_position_embeddings,
+                             json_int_or(rope, "original_max_position_embeddings",
+                                         s.original_max_position_embeddings, file));
+    if (!(s.factor > 0) || !(s.high_freq_factor > s.low_freq_factor)) {
+      return make_error("{}: rope_scaling llama3 needs factor > 0 and high_freq_factor > "
+                        "low_freq_factor, got {}, {}, {}",
+                        file, s.factor, s.low_freq_factor, s.high_freq_factor);
+    }
+    c.inv_freq = llama_inv_freq(c.rope_theta, c.rope_dim, &s);
+  } else if (rope_type == "linear") {
+    SPUTNIK_ASSIGN_OR_RETURN(double factor, json_float_or(rope, "factor", 1.0, file));
+    if (!(factor > 0)) return make_error("{}: rope_scaling factor = {} must be > 0", file, factor);
+    c.inv_freq = llama_inv_freq(c.rope_theta, c.rope_dim, nullptr);
+    for (float& f : c.inv_freq) f = static_cast<float>(f / factor);
+  } else if (rope_type == "default") {
+    c.inv_freq = llama_inv_freq(c.rope_theta, c.rope_dim, nullptr);
+  } else {
+    return make_error("{}: rope type '{}' is not supported (expected default, linear or llama3)",
+                      file, rope_type);
+  }
+  return c;
+}
+
+// --- Weights: one name table per checkpoint format -----------------------------------------
+
+struct LlamaTensorNames {
+  const char* tok_embeddings;
+  const char* norm;
+  const char* output;
+  // Per layer; {} is the layer index.
+  const char* attention_norm;
+  const char* wq;
+  const char* wk;
+  const char* wv;
+  const char* wo;
+  const char* bq;
+  const char* bk;
+  const char* bv;
+  const char* ffn_norm;
+  const char* w1;
+  const char* w3;
+  const char* w2;
+};
+
+constexpr LlamaTensorNames kGgufNames = {
+    "token_embd.weight",         "output_norm.weight",       "output.weight",
+    "blk.{}.attn_norm.weight",   "blk.{}.attn_q.weight",     "blk.{}.attn_k.weight",
+    "blk.{}.attn_v.weight",      "blk.{}.attn_output.weight", "blk.{}.attn_q.bias",
+    "blk.{}.attn_k.bias",        "blk.{}.attn_v.bias",       "blk.{}.ffn_norm.weight",
+    "blk.{}.ffn_gate.weight",    "blk.{}.ffn_up.weight",     "blk.{}.ffn_down.weight",
+};
+
+constexpr LlamaTensorNames kHfNames = {
+    "model.embed_tokens.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+    "model.layers.{}.input_layernorm.weight",
+    "model.layers.{}.self_attn.q_proj.weight",
+    "model.layers.{}.self_attn.k_proj.weight",
+    "model.layers.{}.self_attn.v_proj.weight",
+    "model.layers.{}.self_attn.o_proj.weight",
+    "model.layers.{}.self_attn.q_proj.bias",
+    "model.layers.{}.self_attn.k_proj.bias",
+    "model.layers.{}.self_attn.v_proj.bias",
+    "model.layers.{}.post_attention_layernorm.weight",
+    "model.layers.{}.mlp.gate_proj.weight",
+    "model.layers.{}.mlp.up_proj.weight",
+    "model.layers.{}.mlp.down_proj.weight",
+};
+
+bool is_matmul_dtype(DType t) {
+  switch (t) {
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
+    case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K:
+    case DType::Q6_K: case DType::F8_E4M3:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A matrix weight: present, of a type the kernels multiply, of the expected shape.
+Result<TensorView> get_matrix(const WeightSource& source, const std::string& name, int64_t rows,
+                              int64_t cols) {
+  SPUTNIK_ASSIGN_OR_RETURN(TensorView view, source.get(name, {rows, cols}));
+  if (!is_matmul_dtype(view.dtype)) {
+    return make_error("{}: tensor '{}' has type {}, which is not a weight type sputnik multiplies",
+                      source.path(), name, dtype_name(view.dtype));
+  }
+  if (cols % dtype_traits(view.dtype).block_elements != 0) {
+    return make_error("{}: tensor '{}' has {} columns, not a multiple of its {} block size {}",
+                      source.path(), name, cols, dtype_name(view.dtype),
+                      dtype_traits(view.dtype).block_elements);
+  }
+  return view;
+}
+
+std::string layer_name(const char* pattern, int64_t layer) {
+  return fmt::format(fmt::runtime(pattern), layer);
+}
+
+// Reads one byte per page so the first forward pass does not stall on disk (progress only).
+void touch_pages(const TensorView& w) {
+  volatile uint8_t sink = 0;
+  const uint8_t* p = static_cast<const uint8_t*>(w.data);
+  for (size_t i = 0; i < w.bytes(); i += 4096) sink = sink + p[i];
+}
+
+Result<LlamaWeights> load_weights(const ModelSource& ms, const LlamaConfig& c) {
+  const WeightSource& s = *ms.weights;
+  const LlamaTensorNames& n = s.gguf() ? kGgufNames : kHfNames;
+  const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  LlamaWeights w;
+  SPUTNIK_ASSIGN_OR_RETURN(w.tok_embeddings, get_matrix(s, n.tok_embeddings, c.vocab_size, c.dim));
+  SPUTNIK_ASSIGN_OR_RETURN(w.norm, s.get_f32(n.norm, {c.dim}));
+  if (c.tie_word_embeddings) {
+    w.output = w.tok_embeddings;
+  } else {
+    SPUTNIK_ASSIGN_OR_RETURN(w.output, get_matrix(s, n.output, c.vocab_size, c.dim));
+  }
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    LlamaLayerWeights& l = w.layers[static_cast<size_t>(i)];
+    SPUTNIK_ASSIGN_OR_RETURN(l.attention_norm, s.get_f32(layer_name(n.attention_norm, i), {c.dim}));
+    SPUTNIK_ASSIGN_OR_RETURN(l.wq, get_matrix(s, layer_name(n.wq, i), q_dim, c.dim));
+    SPUTNIK_ASSIGN_OR_RETURN(l.wk, get_matrix(s, layer_name(n.wk, i), kv_dim, c.dim));
+    SPUTNIK_ASSIGN_OR_RETURN(l.wv, get_matrix(s, layer_name(n.wv, i), kv_dim, c.dim));
+    SPUTNIK_ASSIGN_OR_RETURN(l.wo, get_matrix(s, layer_name(n.wo, i), c.dim, q_dim));
+    if (c.qkv_bias) {
+      SPUTNIK_ASSIGN_OR_RETURN(l.bq, s.get_f32(layer_name(n.bq, i), {q_dim}));
+      SPUTNIK_ASSIGN_OR_RETURN(l.bk, s.get_f32(layer_name(n.bk, i), {kv_dim}));
+      SPUTNIK_ASSIGN_OR_RETURN(l.bv, s.get_f32(layer_name(n.bv, i), {kv_dim}));
+    }
+    SPUTNIK_ASSIGN_OR_RETURN(l.ffn_norm, s.get_f32(layer_name(n.ffn_norm, i), {c.dim}));
+    SPUTNIK_ASSIGN_OR_RETURN(l.w1, get_matrix(s, layer_name(n.w1, i), c.inter_dim, c.dim));
+    SPUTNIK_ASSIGN_OR_RETURN(l.w3, get_matrix(s, layer_name(n.w3, i), c.inter_dim, c.dim));
+    SPUTNIK_ASSIGN_OR_RETURN(l.w2, get_matrix(s, layer_name(n.w2, i), c.dim, c.inter_dim));
+    if (ms.progress) {
+      for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2}) touch_pages(*t);
+      ms.progress(i + 1, c.n_layers);
+    }
+  }
+  return w;
+}
+
+// --- The model ----------------------------------------------------------------------------------
+
+class LlamaModel final : public Model {
+ public:
+  LlamaModel(LlamaConfig config, LlamaWeights weights, const ModelSource& source)
+      : config_(std::move(config)),
+        weights_(std::move(weights)),
+        source_(source.weights),
+        pool_(source.options.n_threads > 0 ? source.options.n_threads : hardware_threads()),
+        info_(source.info) {
+    const LlamaConfig& c = config_;
+    const int64_t kv_dim = c.n_kv_heads * c.head_dim;
+    LlamaRunState& s = state_;
+    s.n_ctx = source.options.n_ctx;
+    s.n_seq_max = source.options.n_seq_max;
+    s.seq_len.assign(static_cast<size_t>(s.n_seq_max), 0);
+    // Left uninitialised: the pages are only touched as the cache fills.
+    const size_t cache_floats = static_cast<size_t>(s.n_seq_max) * s.n_ctx * kv_dim;
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      s.key_cache.emplace_back(new float[cache_floats]);
+      s.value_cache.emplace_back(new float[cache_floats]);
+    }
+    s.scores.resize(static_cast<size_t>(pool_.size()) * s.n_ctx);
+
+    info_.architecture = c.architecture;
+    if (info_.name.empty()) info_.name = c.name;
+    info_.vocab_size = c.vocab_size;
+    info_.n_ctx_train = c.max_seq_len;
+    info_.n_layers = c.n_layers;
+    info_.hidden_size = c.dim;
+    info_.kv_cache_bytes_per_token = static_cast<size_t>(c.n_layers * 2 * kv_dim) * sizeof(float);
+    // Per generated token: every layer matrix and the output projection are read in full, the
+    // embedding table one row.
+    size_t active = weights_.output.bytes() + weights_.tok_embeddings.row_bytes();
+    for (const LlamaLayerWeights& l : weights_.layers) {
+      for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w3, &l.w2}) active += t->bytes();
+    }
+    info_.active_weight_bytes_per_token = active;
+  }
+
+  const ModelInfo& info() const override { return info_; }
+  ThreadPool& thread_pool() override { return pool_; }
+
+  int32_t sequence_length(int32_t seq) const override {
+    if (seq < 0 || seq >= state_.n_seq_max) return 0;
+    return state_.seq_len[static_cast<size_t>(seq)];
+  }
+
+  void truncate_sequence(int32_t seq, int32_t from) override {
+    if (seq < 0 || seq >= state_.n_seq_max) return;
+    int32_t& len = state_.seq_len[static_cast<size_t>(seq)];
+    len = std::min(len, std::max(from, 0));
+  }
+
+  Status forward(std::span<const BatchToken> batch, float* logits) override {
+    SPUTNIK_CHECK_OK(validate(batch));
+    for (size_t start = 0; start < batch.size(); start += kLlamaMaxChunk) {
+      const auto chunk = batch.subspan(start, std::min<size_t>(kLlamaMaxChunk, batch.size() - start));
+      logits += forward_chunk(chunk, logits) * config_.vocab_size;
+    }
+    return ok_status();
+  }
+
+ private:
+  // Every check happens before the cache changes, so a bad batch leaves the model as it was.
+  Status validate(std::span<const BatchToken> batch) const {
+    const LlamaRunState& s = state_;
+    std::vector<int64_t> next(s.seq_len.begin(), s.seq_len.end());  // next position per seq
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const BatchToken& b = batch[i];
+      if (b.seq < 0 || b.seq >= s.n_seq_max) {
+        return make_error("batch token {}: sequence {} is out of range: the cache holds {} "
+                          "sequence(s) (LoadOptions::n_seq_max)", i, b.seq, s.n_seq_max);
+      }
+      if (b.token < 0 || b.token >= config_.vocab_size) {
+        return make_error("batch token {}: token id {} is out of range [0, {})", i, b.token,
+                          config_.vocab_size);
+      }
+      int64_t& expected = next[static_cast<size_t>(b.seq)];
+      if (b.pos != expected) {
+        return make_error("batch token {}: position {} of sequence {} does not continue its cache "
+                          "(next position is {})", i, b.pos, b.seq, expected);
+      }
+      ++expected;
+    }
+    for (int32_t seq = 0; seq < s.n_seq_max; ++seq) {
+      if (next[static_cast<size_t>(seq)] > s.n_ctx) {
+        return make_error("sequence {}: prompt of {} tokens exceeds the context of {}", seq,
+                          next[static_cast<size_t>(seq)], s.n_ctx);
+      }
+    }
+    return ok_status();
+  }
+
+  void resize_buffers(int64_t T) {
+    const LlamaConfig& c = config_;
+    LlamaRunState& s = state_;
+    const auto n = [T](int64_t per_token) { return static_cast<size_t>(T * per_token); };
+    if (s.x.size() >= n(c.dim)) return;
+    s.x.resize(n(c.dim));
+    s.xb.resize(n(c.dim));
+    s.q.resize(n(c.n_heads * c.head_dim));
+    s.k.resize(n(c.n_kv_heads * c.head_dim));
+    s.v.resize(n(c.n_kv_heads * c.head_dim));
+    s.att_out.resize(n(c.n_heads * c.head_dim));
+    s.proj.resize(n(c.dim));
+    s.gate.resize(n(c.inter_dim));
+    s.up.resize(n(c.inter_dim));
+    s.rope_cos.resize(n(c.rope_dim / 2));
+    s.rope_sin.resize(n(c.rope_dim / 2));
+    s.logits_in.resize(n(c.dim));
+  }
+
+  // Rotates the first rope_dim dimensions of each of n_heads heads of one token's vector.
+  // HF apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, per layout (see RopeLayout).
+  void apply_rope(float* vec, int64_t n_heads, const float* cos, const float* sin) const {
+    const LlamaConfig& c = config_;
+    const int64_t half = c.rope_dim / 2;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* x = vec + h * c.head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t a = c.rope_layout == RopeLayout::NeoX ? i : 2 * i;
+        const int64_t b = c.rope_layout == RopeLayout::NeoX ? i + half : 2 * i + 1;
+        const float x0 = x[a], x1 = x[b];
+        x[a] = x0 * cos[i] - x1 * sin[i];
+        x[b] = x1 * cos[i] + x0 * sin[i];
+      }
+    }
+  }
+
+  // LlamaAttention.forward over the chunk: xb [T, dim] -> proj [T, dim]. K/V of the chunk go
+  // into the cache first, so a token sees the chunk's earlier tokens of its own sequence.
+  void attention(const LlamaLayerWeights& l, int64_t layer, std::span<const BatchToken> batch) {
+    const LlamaConfig& c = config_;
+    LlamaRunState& s = state_;
+    const int64_t T = static_cast<int64_t>(batch.size());
+    const int64_t hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
+    const int64_t half = c.rope_dim / 2;
+    matmul(l.wq, s.xb.data(), T, s.q.data(), pool_);  // q = xb @ wq.T  [T, n_heads*hd]
+    matmul(l.wk, s.xb.data(), T, s.k.data(), pool_);  // k = xb @ wk.T  [T, n_kv_heads*hd]
+    matmul(l.wv, s.xb.data(), T, s.v.data(), pool_);  // v = xb @ wv.T  [T, n_kv_heads*hd]
+    float* key_cache = s.key_cache[static_cast<size_t>(layer)].get();
+    float* value_cache = s.value_cache[static_cast<size_t>(layer)].get();
+    for (int64_t t = 0; t < T; ++t) {
+      float* q = s.q.data() + t * q_dim;
+      float* k = s.k.data() + t * kv_dim;
+      float* v = s.v.data() + t * kv_dim;
+      if (c.qkv_bias) {
+        axpy(1.0f, l.bq.data(), q_dim, q);
+        axpy(1.0f, l.bk.data(), kv_dim, k);
+        axpy(1.0f, l.bv.data(), kv_dim, v);
+      }
+      apply_rope(q, c.n_heads, &s.rope_cos[t * half], &s.rope_sin[t * half]);
+      apply_rope(k, c.n_kv_heads, &s.rope_cos[t * half], &s.rope_sin[t * half]);
+      const int64_t slot = (static_cast<int64_t>(batch[t].seq) * s.n_ctx + batch[t].pos) * kv_dim;
+      std::memcpy(key_cache + slot, k, static_cast<size_t>(kv_dim) * sizeof(float));
+      std::memcpy(value_cache + slot, v, static_cast<size_t>(kv_dim) * sizeof(float));
+    }
+    // softmax(q k^T / sqrt(hd)) v per (token, query head), causal: keys 0..pos of the token's
+    // sequence. GQA: query head h reads kv head h / (n_heads / n_kv_heads).
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int64_t group = c.n_heads / c.n_kv_heads;
+    pool_.parallel_for(T * c.n_heads, [&](int64_t task, int thread) {
+      const int64_t t = task / c.n_heads, h = task % c.n_heads, kvh = h / group;
+      const BatchToken& b = batch[static_cast<size_t>(t)];
+      const int64_t base = static_cast<int64_t>(b.seq) * s.n_ctx * kv_dim + kvh * hd;
+      const float* q = s.q.data() + t * q_dim + h * hd;
+      float* scores = s.scores.data() + static_cast<int64_t>(thread) * s.n_ctx;
+      const int64_t n_keys = b.pos + 1;
+      for (int64_t j = 0; j < n_keys; ++j) scores[j] = dot_f32(q, key_cache + base + j * kv_dim, hd) * scale;
+      softmax(scores, n_keys);
+      float* out = s.att_out.data() + t * q_dim + h * hd;
+      std::fill(out, out + hd, 0.0f);
+      for (int64_t j = 0; j < n_keys; ++j) axpy(scores[j], value_cache + base + j * kv_dim, hd, out);
+    });
+    matmul(l.wo, s.att_out.data(), T, s.proj.data(), pool_);  // proj = att_out @ wo.T  [T, dim]
+  }
+
+  // LlamaMLP.forward: down(silu(gate(xb)) * up(xb)), xb [T, dim] -> proj [T, dim].
+  void mlp(const LlamaLayerWeights& l, int64_t T) {
+    LlamaRunState& s = state_;
+    matmul(l.w1, s.xb.data(), T, s.gate.data(), pool_);  // [T, inter_dim]
+    matmul(l.w3, s.xb.data(), T, s.up.data(), pool_);    // [T, inter_dim]
+    silu_mul(s.gate.data(), s.up.data(), T * config_.inter_dim, s.gate.data());
+    matmul(l.w2, s.gate.data(), T, s.proj.data(), pool_);  // [T, dim]
+  }
+
+  // LlamaModel.forward + lm_head over one chunk; returns the number of logit rows written.
+  int64_t forward_chunk(std::span<const BatchToken> batch, float* logits) {
+    const LlamaConfig& c = config_;
+    LlamaRunState& s = state_;
+    const int64_t T = static_cast<int64_t>(batch.size()), dim = c.dim, half = c.rope_dim / 2;
+    resize_buffers(T);
+    for (int64_t t = 0; t < T; ++t) {
+      const BatchToken& b = batch[static_cast<size_t>(t)];
+      dequantize_weight_row(weights_.tok_embeddings, b.token, s.x.data() + t * dim);  // embed
+      // theta_i = pos * inv_freq[i], in f32 as HF's LlamaRotaryEmbedding computes it.
+      for (int64_t i = 0; i < half; ++i) {
+        const float theta = static_cast<float>(b.pos) * c.inv_freq[static_cast<size_t>(i)];
+        s.rope_cos[t * half + i] = static_cast<float>(std::cos(static_cast<double>(theta)));
+        s.rope_sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(theta)));
+      }
+    }
+    // LlamaDecoderLayer: x = x + attn(norm(x)); x = x + mlp(norm(x)).
+    for (int64_t layer = 0; layer < c.n_layers; ++layer) {
+      const LlamaLayerWeights& l = weights_.layers[static_cast<size_t>(layer)];
+      for (int64_t t = 0; t < T; ++t) {
+        rms_norm(s.x.data() + t * dim, l.attention_norm.data(), c.norm_eps, dim, s.xb.data() + t * dim);
+      }
+      attention(l, layer, batch);
+      axpy(1.0f, s.proj.data(), T * dim, s.x.data());
+      for (int64_t t = 0; t < T; ++t) {
+        rms_norm(s.x.data() + t * dim, l.ffn_norm.data(), c.norm_eps, dim, s.xb.data() + t * dim);
+      }
+      mlp(l, T);
+      axpy(1.0f, s.proj.data(), T * dim, s.x.data());
+    }
+    for (const BatchToken& b : batch) {
+      int32_t& len = s.seq_len[static_cast<size_t>(b.seq)];
+      len = std::max(len, b.pos + 1);
+    }
+    // Final norm and lm_head, only for the rows that want logits.
+    int64_t n_out = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (!batch[static_cast<size_t>(t)].want_logits) continue;
+      rms_norm(s.x.data() + t * dim, weights_.norm.data(), c.norm_eps, dim, s.logits_in.data() + n_out * dim);
+      ++n_out;
+    }
+    if (n_out > 0) matmul(weights_.output, s.logits_in.data(), n_out, logits, pool_);  // [n_out, vocab]
+    return n_out;
+  }
+
+  LlamaConfig config_;
+  LlamaWeights weights_;
+  LlamaRunState state_;
+  std::shared_ptr<WeightSource> source_;  // keeps the mapped weights alive
+  ThreadPool pool_;
+  ModelInfo info_;
+};
+
+}  // namespace
+
+std::vector<float> llama_inv_freq(double rope_theta, int64_t rope_dim, const Llama3RopeScaling* llama3) {
+  std::vector<float> inv_freq(static_cast<size_t>(rope_dim / 2));
+  for (int64_t i = 0; i < rope_dim / 2; ++i) {
+    // HF: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), in f32.
+    inv_freq[static_cast<size_t>(i)] =
+        static_cast<float>(1.0 / std::pow(rope_theta, static_cast<double>(2 * i) / rope_dim));
+  }
+  if (!llama3) return inv_freq;
+  // _compute_llama3_parameters: long wavelengths are slowed by `factor`, short ones kept, and
+  // the band between blends the two.
+  const double old_ctx = static_cast<double>(llama3->original_max_position_embeddings);
+  const double low_freq_wavelen = old_ctx / llama3->low_freq_factor;
+  const double high_freq_wavelen = old_ctx / llama3->high_freq_factor;
+  for (float& f : inv_freq) {
+    const double wavelen = 2.0 * std::numbers::pi / f;
+    if (wavelen > low_freq_wavelen) {
+      f = static_cast<float>(f / llama3->factor);
+    } else if (wavelen >= high_freq_wavelen) {
+      const double smooth = (old_ctx / wavelen - llama3->low_freq_factor) /
+                            (llama3->high_freq_factor - llama3->low_freq_factor);
+      f = static_cast<float>((1.0 - smooth) * f / llama3->factor + smooth * f);
+    }
+  }
+  return inv_freq;
+}
+
+Result<std::unique_ptr<Model>> load_llama(const ModelSource& source) {
+  const WeightSource& w = *source.weights;
+  LlamaConfig config;
+  if (w.gguf()) {
+    SPUTNIK_ASSIGN_OR_RETURN(config, config_from_gguf(w, source.architecture));
+  } else {
+    SPUTNIK_ASSIGN_OR_RETURN(config, config_from_hf(w, source.architecture));
+  }
+  const LlamaConfig& c = config;
+  if (c.n_layers <= 0 || c.dim <= 0 || c.inter_dim <= 0 || c.vocab_size <= 0 || c.head_dim <= 0 ||
+      c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads != 0) {
+    return make_error("{}: bad {} config: dim {}, layers {}, heads {}, kv heads {}, head size {}, "
+                      "ffn {}, vocab {} (kv heads must divide heads)",
+                      w.path(), c.architecture, c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
+                      c.head_dim, c.inter_dim, c.vocab_size);
+  }
+  if (source.options.n_ctx <= 0 || source.options.n_seq_max <= 0) {
+    return make_error("n_ctx ({}) and n_seq_max ({}) must be positive", source.options.n_ctx,
+                      source.options.n_seq_max);
+  }
+  SPUTNIK_ASSIGN_OR_RETURN(LlamaWeights weights, load_weights(source, config));
+  return std::unique_ptr<Model>(new LlamaModel(std::move(config), std::move(weights), source));
+}
+
+}  // namespace sputnik
