@@ -1,0 +1,77 @@
+// Picks the kernel set once, by CPU feature, and forwards the kernels.h calls through it.
+// SPUTNIK_ISA=scalar|avx2|avx512 overrides the choice (ignored, with a warning, if the CPU lacks it).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
+#include "kernels/x86/x86.h"
+
+namespace sputnik {
+namespace {
+
+const KernelSet kScalarSet{"scalar", ref::matmul, ref::rms_norm, ref::softmax, ref::silu_mul, ref::axpy, ref::dot_f32};
+
+bool cpu_has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+         __builtin_cpu_supports("bmi2");
+}
+
+// libgcc's checks include the OS's XSAVE support for the ZMM state.
+bool cpu_has_avx512() {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
+const KernelSet* set_for(const std::string& isa) {
+  if (isa == "scalar") return &kScalarSet;
+  if (isa == "avx2") return cpu_has_avx2() ? &avx2::kernel_set() : nullptr;
+  if (isa == "avx512") return cpu_has_avx512() ? &avx512::kernel_set() : nullptr;
+  return nullptr;
+}
+
+const KernelSet* detect() {
+  if (const char* env = std::getenv("SPUTNIK_ISA"); env != nullptr && *env != '\0') {
+    if (const KernelSet* s = set_for(env)) return s;
+    std::fprintf(stderr, "sputnik: SPUTNIK_ISA=%s is not available on this CPU (expected scalar, avx2 or "
+                 "avx512); detecting instead\n", env);
+  }
+  if (cpu_has_avx512()) return &avx512::kernel_set();
+  if (cpu_has_avx2()) return &avx2::kernel_set();
+  return &kScalarSet;
+}
+
+const KernelSet*& active() {
+  static const KernelSet* set = detect();
+  return set;
+}
+
+}  // namespace
+
+void dequantize_row(DType type, const void* src, float* dst, int64_t n) { ref::dequantize_row(type, src, dst, n); }
+void dequantize_weight_row(const TensorView& w, int64_t r, float* dst) { ref::dequantize_weight_row(w, r, dst); }
+
+void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  active()->matmul(w, x, n_tokens, y, pool);
+}
+void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
+  active()->rms_norm(x, weight, eps, n, out);
+}
+void softmax(float* x, int64_t n) { active()->softmax(x, n); }
+void silu_mul(const float* gate, const float* up, int64_t n, float* out) { active()->silu_mul(gate, up, n, out); }
+void axpy(float a, const float* x, int64_t n, float* y) { active()->axpy(a, x, n, y); }
+float dot_f32(const float* a, const float* b, int64_t n) { return active()->dot_f32(a, b, n); }
+
+std::string kernel_isa() { return active()->name; }
+
+bool set_kernel_isa(const std::string& isa) {
+  const KernelSet* s = set_for(isa);
+  if (s == nullptr) return false;
+  active() = s;
+  return true;
+}
+
+}  // namespace sputnik

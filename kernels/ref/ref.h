@@ -1,0 +1,50 @@
+// Scalar reference kernels: the spec every SIMD version is tested against. Plain loops, no
+// intrinsics, built for baseline x86-64. kernels/dispatch.cpp also uses them as the "scalar" set.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "core/threads.h"
+
+namespace sputnik::ref {
+
+// --- Dequantisation (bit-exact with ggml / gguf-py) ----------------------------------------------
+void dequantize_row(DType type, const void* src, float* dst, int64_t n);
+void dequantize_weight_row(const TensorView& w, int64_t r, float* dst);
+
+// --- Quantisation from f32 (for `sputnik quantize`) --------------------------------------------
+// Q8_0 and Q4_0 reproduce ggml's quantize_row_*_ref (and gguf-py) byte for byte. The K-quants
+// search the scale per sub-block as ggml's make_qkx / make_qx do, but are not byte-identical.
+// n is a multiple of the block size; dst receives n / block_elements blocks.
+void quantize_row_q8_0(const float* x, void* dst, int64_t n);
+void quantize_row_q4_0(const float* x, void* dst, int64_t n);
+void quantize_row_q4_K(const float* x, void* dst, int64_t n);
+void quantize_row_q5_K(const float* x, void* dst, int64_t n);
+void quantize_row_q6_K(const float* x, void* dst, int64_t n);
+// ggml's Q8_K activation block (d = max / -127 convention aside: we use amax / 127).
+void quantize_row_q8_K(const float* x, void* dst, int64_t n);
+// Dispatches on type (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F32, F16, BF16); false for other types.
+bool quantize_row(DType type, const float* x, void* dst, int64_t n);
+
+// --- Activation quantisation used by the integer matmuls ----------------------------------------
+// Per block of `block` (32 or 256) elements: d = max|x| / 127 (f32), q = nearbyint(x / d) (ties to
+// even, as the SIMD cvtps2dq does). Written as q = nearbyint(x * (1 / d)) exactly as the SIMD
+// versions compute it, so they reproduce these bytes. qs: n bytes; d: n / block floats.
+void quantize_activation(const float* x, int64_t n, int block, int8_t* qs, float* d);
+
+// y[t, r] = sum_c w[r, c] * xq[t, c] where xq is x after quantize_activation with the block size
+// the SIMD path uses for w's type (32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, 256 for K-quants); computed in
+// double from exactly dequantised values. The SIMD integer matmuls must match it to f32 rounding.
+int activation_block(DType weight_type);  // 0: the SIMD path keeps f32 activations
+void matmul_quantized_activations(const TensorView& w, const float* x, int64_t n_tokens, float* y);
+
+// --- The reference ops --------------------------------------------------------------------------
+void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out);
+void softmax(float* x, int64_t n);
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
+void axpy(float a, const float* x, int64_t n, float* y);
+float dot_f32(const float* a, const float* b, int64_t n);
+
+}  // namespace sputnik::ref

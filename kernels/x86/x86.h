@@ -1,0 +1,34 @@
+// Entry points of the per-ISA kernel sets in kernels/x86/. Each *_avx2.cpp / *_avx512.cpp file is
+// built with its own target flags (CMakeLists.txt); nothing here may run before kernels/dispatch.cpp
+// has checked the CPU.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "core/threads.h"
+
+namespace sputnik {
+
+// A complete set of the kernels in kernels.h; dispatch holds one per ISA.
+struct KernelSet {
+  const char* name;
+  void (*matmul)(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+  void (*rms_norm)(const float* x, const float* weight, float eps, int64_t n, float* out);
+  void (*softmax)(float* x, int64_t n);
+  void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
+  void (*axpy)(float a, const float* x, int64_t n, float* y);
+  float (*dot_f32)(const float* a, const float* b, int64_t n);
+};
+
+namespace avx2 {
+const KernelSet& kernel_set();
+// True when this set's matmul has a fast path for the type (others fall back to ref::matmul).
+bool has_fast_matmul(DType type);
+}  // namespace avx2
+namespace avx512 {
+const KernelSet& kernel_set();
+bool has_fast_matmul(DType type);
+}  // namespace avx512
+
+}  // namespace sputnik
