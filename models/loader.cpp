@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "formats/gguf.h"
+#include "models/deepseek.h"
 #include "models/llama.h"
 #include "models/model.h"
 #include "models/weights.h"
@@ -31,7 +32,9 @@ constexpr FamilyEntry kFamilies[] = {
     {"qwen2", load_llama},             // GGUF
     {"LlamaForCausalLM", load_llama},  // HF safetensors
     {"Qwen2ForCausalLM", load_llama},  // HF safetensors
-    // --- DeepSeek rows go here ---
+    {"deepseek2", load_deepseek},              // GGUF (V2, V2-Lite, V3, R1)
+    {"DeepseekV2ForCausalLM", load_deepseek},  // HF safetensors
+    {"DeepseekV3ForCausalLM", load_deepseek},  // HF safetensors (bf16 or FP8)
 };
 
 std::string supported_architectures() {
