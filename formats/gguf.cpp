@@ -186,8 +186,8 @@ class GgufParser {
     // The data section starts at the next multiple of the alignment after the tensor infos.
     const uint64_t padding = (alignment - pos_ % alignment) % alignment;
     if (padding > remaining() && tensor_count > 0) {
-      return make_error("{}: file ends at {} inside the padding before the tensor data (which "
-                        "starts at {})", path(), size_, pos_ + padding);
+      return make_error("{}: truncated: file ends at {} inside the padding before the tensor "
+                        "data (which starts at {})", path(), size_, pos_ + padding);
     }
     const uint64_t data_start = pos_ + padding;
     out.alignment_ = alignment;
