@@ -647,9 +647,8 @@ Status DeepSeekModel::forward_hidden(std::span<const BatchToken> batch, float* l
     int64_t n = 0;
     for (size_t t = 0; t < chunk.size(); ++t) {
       if (!chunk[t].want_logits) continue;
-      const float* h = s_.x.data() + t * c.dim;
-      if (hidden) std::memcpy(hidden + (n_out + n) * c.dim, h, sizeof(float) * c.dim);
-      rms_norm(h, weights_.norm.data(), c.norm_eps, c.dim, s_.xb.data() + n * c.dim);
+      rms_norm(s_.x.data() + t * c.dim, weights_.norm.data(), c.norm_eps, c.dim, s_.xb.data() + n * c.dim);
+      if (hidden) std::memcpy(hidden + (n_out + n) * c.dim, s_.xb.data() + n * c.dim, sizeof(float) * c.dim);
       ++n;
     }
     tap("result_norm", -1, s_.xb.data(), n, c.dim);
@@ -666,7 +665,8 @@ Status DeepSeekModel::forward_hidden(std::span<const BatchToken> batch, float* l
 //   h' = Block(h')                                        at position i, with its own MLA cache
 //   logits(t_{i+2}) = shared_head.head(shared_head.norm(h'))
 // batch[i].token is t_{i+1}, batch[i].pos is i (the position of h_i), hidden[i] is h_i from
-// forward_hidden (the residual stream before the final norm).
+// forward_hidden: the main model's output after its final norm, which is what vLLM and SGLang
+// feed their DeepSeek MTP layers (hnorm then normalises it once more).
 Status DeepSeekModel::predict_next_next(std::span<const BatchToken> batch, const float* hidden, float* logits) {
   if (weights_.mtp.empty()) return make_error("{}: the checkpoint has no MTP module", info_.name);
   SPUTNIK_CHECK_OK(check_batch(batch, mtp_seq_len_));

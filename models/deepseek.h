@@ -217,8 +217,8 @@ class DeepSeekModel : public Model {
   int32_t sequence_length(int32_t seq) const override;
   ThreadPool& thread_pool() override { return *pool_; }
 
-  // forward() that also writes, for each token with want_logits, the last hidden state (the
-  // residual stream after the last Block, before the final norm) to hidden [n_want, dim].
+  // forward() that also writes, for each token with want_logits, the last hidden state
+  // norm(h) (the input of head; what the MTP module takes) to hidden [n_want, dim].
   // Either output may be null.
   Status forward_hidden(std::span<const BatchToken> batch, float* logits, float* hidden);
 
