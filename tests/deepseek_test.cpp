@@ -27,6 +27,7 @@
 #include "models/deepseek.h"
 #include "models/model.h"
 #include "models/weights.h"
+#include "tokenizer/tokenizer.h"
 
 namespace sputnik {
 namespace {
