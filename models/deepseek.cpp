@@ -426,18 +426,19 @@ Result<DeepSeekLayerWeights> load_block(const WeightLoader& wl, const DeepSeekCo
   return w;
 }
 
-size_t mlp_bytes(const DeepSeekMlpWeights& m) { return m.w1.bytes() + m.w2.bytes() + m.w3.bytes(); }
+size_t bytes(const TensorView& v) { return v.data ? v.bytes() : 0; }  // 0 for an absent weight
+size_t mlp_bytes(const DeepSeekMlpWeights& m) { return bytes(m.w1) + bytes(m.w2) + bytes(m.w3); }
 
 // Weight bytes one token reads: attention, the dense MLP or the gate + k experts + shared experts.
 size_t active_bytes(const DeepSeekConfig& c, const DeepSeekWeights& w) {
-  size_t total = w.embed.row_bytes() + w.head.bytes();
+  size_t total = w.embed.row_bytes() + bytes(w.head);
   for (const DeepSeekLayerWeights& l : w.layers) {
-    total += l.wq.bytes() + l.wq_a.bytes() + l.wq_b.bytes() + l.wkv_a.bytes() + l.wkv_b.bytes() + l.wk_b.bytes() +
-             l.wv_b.bytes() + l.wo.bytes();
+    total += bytes(l.wq) + bytes(l.wq_a) + bytes(l.wq_b) + bytes(l.wkv_a) + bytes(l.wkv_b) + bytes(l.wk_b) +
+             bytes(l.wv_b) + bytes(l.wo);
     if (!l.is_moe) {
       total += mlp_bytes(l.mlp);
     } else {
-      total += l.moe.gate.bytes() + mlp_bytes(l.moe.shared_experts) +
+      total += bytes(l.moe.gate) + mlp_bytes(l.moe.shared_experts) +
                static_cast<size_t>(c.n_activated_experts) * mlp_bytes(l.moe.experts[0]);
     }
   }

@@ -87,6 +87,11 @@ struct DeepSeekConfig {
   }
   // MLA.softmax_scale: qk_head_dim^-0.5, times mscale^2 under YaRN.
   float softmax_scale() const;
+  // HF DeepseekV2YarnRotaryEmbedding scales cos and sin by get_mscale(factor, mscale) /
+  // get_mscale(factor, mscale_all_dim); model.py has one mscale and no such factor. They agree
+  // (1.0) whenever mscale == mscale_all_dim, as in every released config; otherwise we follow HF,
+  // whose config fields these are.
+  float rope_mscale() const;
 };
 
 // From an HF config.json (DeepseekV2ForCausalLM / DeepseekV3ForCausalLM); `where` names the file

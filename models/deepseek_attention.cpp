@@ -60,6 +60,12 @@ float DeepSeekConfig::softmax_scale() const {
   return scale;
 }
 
+float DeepSeekConfig::rope_mscale() const {
+  auto get_mscale = [&](double m) { return rope_factor <= 1.0 ? 1.0 : 0.1 * m * std::log(rope_factor) + 1.0; };
+  if (!yarn) return 1.0f;
+  return static_cast<float>(get_mscale(mscale) / get_mscale(mscale_all_dim));
+}
+
 // apply_rotary_emb: x viewed as complex pairs (x[2i], x[2i+1]) times e^{i*pos*freqs[i]}.
 // (HF rotates the same pairs after de-interleaving them; q.k is identical.)
 void deepseek_apply_rotary_emb(float* x, const float* cos, const float* sin, int64_t rope_dim) {
@@ -135,12 +141,13 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
   // freqs_cis at each token's position; q_pe = apply_rotary_emb(q_pe), k_pe likewise (one
   // rope key per token, shared by all heads).
   const int64_t half = rope / 2;
+  const float mscale = c.rope_mscale();
   for (int64_t t = 0; t < T; ++t) {
     const float pos = static_cast<float>(ctx.tokens[t].pos);
     for (int64_t i = 0; i < half; ++i) {
-      const float angle = pos * rope_freqs[i];
-      s.rope_cos[t * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      s.rope_sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      const float angle = pos * rope_freqs[i];  // torch.outer(t, freqs) in f32
+      s.rope_cos[t * half + i] = static_cast<float>(std::cos(static_cast<double>(angle))) * mscale;
+      s.rope_sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle))) * mscale;
     }
     const float* cos = s.rope_cos.data() + t * half;
     const float* sin = s.rope_sin.data() + t * half;
