@@ -30,6 +30,14 @@ std::string chat_format_name(ChatFormat format);
 // Includes BOS text where the format does (DeepSeek); special tokens are then parsed by encode().
 std::string render_chat(ChatFormat format, std::span<const ChatMessage> messages,
                         bool add_generation_prompt);
+// As above, for templates that open with a default system turn when the conversation has none
+// (ChatML: SmolLM2's "You are a helpful AI assistant named SmolLM, ...", Qwen2's "You are a
+// helpful assistant."). Empty default_system renders no such turn. Other formats ignore it.
+std::string render_chat(ChatFormat format, std::span<const ChatMessage> messages,
+                        bool add_generation_prompt, const std::string& default_system);
+// The default system prompt written into a ChatML template (the text between a literal
+// "<|im_start|>system\n" and "<|im_end|>"), or "" when there is none.
+std::string chat_default_system(const std::string& chat_template);
 
 // Whether the format's reply opens inside a reasoning block (R1: generation prompt ends in <think>).
 bool starts_in_reasoning(ChatFormat format);

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 tools/install_deps.sh
 tools/build.sh
 export SPUTNIK_DEMO_MODEL="$(tools/fetch_demo_model.sh)"
+export SPUTNIK_DEEPSEEK_TOKENIZER="$(tools/fetch_tokenizers.sh deepseek)"
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"$(nproc)" "$@"

@@ -1,0 +1,354 @@
+// Tokenizer against Hugging Face `tokenizers`: tests/data/tokenizer/*.ids were written by
+// tools/gen_tokenizer_goldens.py from HF's encoding of corpus.json; every string must agree.
+// Needs SPUTNIK_DEEPSEEK_TOKENIZER (tools/fetch_tokenizers.sh deepseek) and SPUTNIK_DEMO_MODEL
+// (tools/fetch_demo_model.sh); tools/test.sh sets both. Without them these tests fail.
+#include "tokenizer/tokenizer.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <unistd.h>
+
+#include "formats/gguf.h"
+#include "tokenizer/pretokenizer.h"
+
+namespace sputnik {
+namespace {
+
+const std::string kData = std::string(SPUTNIK_TEST_DATA) + "/tokenizer/";
+
+std::vector<std::string> load_corpus() {
+  std::ifstream file(kData + "corpus.json");
+  EXPECT_TRUE(file) << kData << "corpus.json";
+  return nlohmann::json::parse(file).get<std::vector<std::string>>();
+}
+
+std::vector<int32_t> parse_ids(const std::string& line) {
+  std::vector<int32_t> ids;
+  std::istringstream in(line);
+  for (int32_t id; in >> id;) ids.push_back(id);
+  return ids;
+}
+
+// One line of ids per corpus string.
+std::vector<std::vector<int32_t>> load_ids(const std::string& name) {
+  std::ifstream file(kData + name);
+  EXPECT_TRUE(file) << kData << name;
+  std::vector<std::vector<int32_t>> all;
+  for (std::string line; std::getline(file, line);) all.push_back(parse_ids(line));
+  return all;
+}
+
+// "index: ids" lines.
+std::vector<std::pair<size_t, std::vector<int32_t>>> load_indexed_ids(const std::string& name) {
+  std::ifstream file(kData + name);
+  EXPECT_TRUE(file) << kData << name;
+  std::vector<std::pair<size_t, std::vector<int32_t>>> all;
+  for (std::string line; std::getline(file, line);) {
+    size_t colon = line.find(':');
+    all.emplace_back(std::stoul(line.substr(0, colon)), parse_ids(line.substr(colon + 1)));
+  }
+  return all;
+}
+
+std::string ids_text(const std::vector<int32_t>& ids) {
+  std::string out;
+  for (int32_t id : ids) out += std::to_string(id) + " ";
+  return out;
+}
+
+// Compares every corpus string; prints the agreement count and the first disagreements.
+void expect_agreement(const Tokenizer& tokenizer, const std::string& name) {
+  auto corpus = load_corpus();
+  auto expected = load_ids(name + ".ids");
+  ASSERT_EQ(corpus.size(), expected.size()) << name;
+  ASSERT_GE(corpus.size(), 2000u);
+  size_t agree = 0, shown = 0;
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    auto ids = tokenizer.encode(corpus[i]);
+    if (ids == expected[i]) {
+      ++agree;
+    } else if (shown++ < 10) {
+      ADD_FAILURE() << name << " corpus[" << i << "] " << nlohmann::json(corpus[i]).dump()
+                    << "\n  expected " << ids_text(expected[i]) << "\n  actual   " << ids_text(ids);
+    }
+  }
+  std::printf("%s: %zu/%zu corpus strings agree with HF tokenizers\n", name.c_str(), agree,
+              corpus.size());
+  EXPECT_EQ(agree, corpus.size());
+
+  size_t nospecial = 0;
+  for (const auto& [index, ids] : load_indexed_ids(name + ".nospecial.ids")) {
+    ASSERT_LT(index, corpus.size());
+    EXPECT_EQ(tokenizer.encode(corpus[index], /*parse_special=*/false), ids)
+        << name << " parse_special=false corpus[" << index << "] "
+        << nlohmann::json(corpus[index]).dump();
+    ++nospecial;
+  }
+  EXPECT_GT(nospecial, 0u);
+}
+
+// decode(encode(s)) == s wherever the vocabulary has every byte of s (SmolLM2's lacks a few,
+// e.g. 0x04 and 0xF1, which HF drops too).
+void expect_round_trip(const Tokenizer& tokenizer) {
+  size_t checked = 0;
+  for (const std::string& text : load_corpus()) {
+    bool representable = true;
+    for (char c : text) {
+      representable &= tokenizer.token_id(tok::byte_to_unicode(static_cast<uint8_t>(c))) >= 0;
+    }
+    if (!representable) continue;
+    ++checked;
+    auto ids = tokenizer.encode(text);
+    EXPECT_EQ(tokenizer.decode(ids), text) << nlohmann::json(text).dump();
+    // Without special-token parsing the bytes must round-trip too.
+    EXPECT_EQ(tokenizer.decode(tokenizer.encode(text, false)), text);
+  }
+  EXPECT_GT(checked, 2000u);
+}
+
+std::string env_path(const char* name, const char* hint) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') {
+    ADD_FAILURE() << name << " is not set: run " << hint << " (tools/test.sh sets it)";
+    return {};
+  }
+  return value;
+}
+
+class DeepSeekTokenizer : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string path = env_path("SPUTNIK_DEEPSEEK_TOKENIZER", "tools/fetch_tokenizers.sh deepseek");
+    if (path.empty()) return;
+    auto loaded = Tokenizer::from_hf_json(path);
+    if (!loaded.ok()) {
+      load_error_ = loaded.message();
+      return;
+    }
+    tokenizer_ = std::move(loaded).value().release();
+  }
+  static void TearDownTestSuite() {
+    delete tokenizer_;
+    tokenizer_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(tokenizer_, nullptr) << load_error_; }
+  static inline Tokenizer* tokenizer_ = nullptr;
+  static inline std::string load_error_ = "SPUTNIK_DEEPSEEK_TOKENIZER not set";
+};
+
+TEST_F(DeepSeekTokenizer, MatchesHuggingFaceOnCorpus) { expect_agreement(*tokenizer_, "deepseek-v3"); }
+
+TEST_F(DeepSeekTokenizer, DecodeRoundTrips) { expect_round_trip(*tokenizer_); }
+
+TEST_F(DeepSeekTokenizer, SpecialTokens) {
+  const Tokenizer& t = *tokenizer_;
+  EXPECT_EQ(t.bos_id(), 0);
+  EXPECT_EQ(t.eos_id(), 1);
+  EXPECT_FALSE(t.add_bos());  // tokenizer_config.json: the chat template writes BOS itself
+  EXPECT_TRUE(t.is_end_of_generation(1));
+  EXPECT_FALSE(t.is_end_of_generation(0));
+  EXPECT_TRUE(t.is_special(0));
+  EXPECT_FALSE(t.is_special(128803));  // <｜User｜> is an added but not special token
+  EXPECT_EQ(t.token_id("<｜User｜>"), 128803);
+  EXPECT_EQ(t.token_id("<think>"), 128798);
+  EXPECT_EQ(t.token_id("no such token"), -1);
+  EXPECT_EQ(t.vocab_size(), 128815);
+
+  // Special tokens inside text are matched; with parse_special=false only the special ones
+  // (special: true) turn back into text, as HF's encode_special_tokens does.
+  std::string text = "<｜begin▁of▁sentence｜>Hi<｜User｜>2+2?<｜Assistant｜><think>\n";
+  auto ids = t.encode(text);
+  ASSERT_GE(ids.size(), 5u);
+  EXPECT_EQ(ids.front(), 0);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 128803), 1);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 128804), 1);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 128798), 1);
+  auto raw = t.encode(text, false);
+  EXPECT_NE(raw.front(), 0);
+  EXPECT_EQ(std::count(raw.begin(), raw.end(), 128803), 1);
+  EXPECT_EQ(t.decode(raw), text);
+}
+
+TEST_F(DeepSeekTokenizer, StreamDecoderNeverSplitsACharacter) {
+  const Tokenizer& t = *tokenizer_;
+  for (std::string text : {"한국어 텍스트 😀👨‍👩‍👧 中文分词 émoji ✨", "🇫🇷🇯🇵🏳️‍🌈", "\xF0\x9F\x98\x80"}) {
+    StreamDecoder decoder(t);
+    std::string joined;
+    for (int32_t id : t.encode(text)) {
+      std::string piece = decoder.push(id);
+      // Every emitted piece is whole UTF-8: it starts on a lead byte and ends a char.
+      for (size_t pos = 0; pos < piece.size();) {
+        uint32_t cp;
+        size_t length = tok::utf8_decode(piece, pos, &cp);
+        ASSERT_NE(cp, 0xFFFDu) << "half a character emitted at byte " << pos;
+        pos += length;
+      }
+      joined += piece;
+    }
+    joined += decoder.flush();
+    EXPECT_EQ(joined, text);
+  }
+
+  // Byte tokens one at a time: nothing until the 4th byte of U+1F600.
+  StreamDecoder decoder(t);
+  const std::string smile = "\xF0\x9F\x98\x80";
+  for (size_t i = 0; i < smile.size(); ++i) {
+    int32_t id = t.token_id(tok::byte_to_unicode(static_cast<uint8_t>(smile[i])));
+    ASSERT_GE(id, 0);
+    EXPECT_EQ(decoder.push(id), i + 1 < smile.size() ? "" : smile);
+  }
+  // A lead byte followed by ASCII can never complete: both come out as they are.
+  decoder.push(t.token_id(tok::byte_to_unicode(0xE4)));
+  EXPECT_EQ(decoder.push(t.token_id("a")), "\xE4" "a");
+  // A trailing incomplete char is returned by flush.
+  EXPECT_EQ(decoder.push(t.token_id(tok::byte_to_unicode(0xF0))), "");
+  EXPECT_EQ(decoder.flush(), "\xF0");
+  EXPECT_EQ(decoder.flush(), "");
+}
+
+TEST(SmolLM2Tokenizer, GgufMatchesHuggingFaceOnCorpus) {
+  std::string path = env_path("SPUTNIK_DEMO_MODEL", "tools/fetch_demo_model.sh");
+  ASSERT_FALSE(path.empty());
+  auto gguf = GgufFile::open(path);
+  ASSERT_TRUE(gguf.ok()) << gguf.message();
+  auto tokenizer = Tokenizer::from_gguf(*gguf);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.message();
+  const Tokenizer& t = **tokenizer;
+  expect_agreement(t, "smollm2");
+  expect_round_trip(t);
+
+  EXPECT_EQ(t.vocab_size(), 49152);
+  EXPECT_EQ(t.bos_id(), 1);
+  EXPECT_EQ(t.eos_id(), 2);
+  EXPECT_FALSE(t.add_bos());
+  EXPECT_TRUE(t.is_end_of_generation(2));  // <|im_end|>
+  EXPECT_TRUE(t.is_end_of_generation(0));  // <|endoftext|>
+  EXPECT_TRUE(t.is_special(1));
+  EXPECT_EQ(t.encode("<|im_start|>user\n"), (std::vector<int32_t>{1, 4093, 198}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors: a bad tokenizer.json gives a message naming the file and the field.
+
+class BadTokenizerJson : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("sputnik_tok_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Writes `text` as tokenizer.json and returns the load error (empty if it loaded).
+  std::string load(const std::string& text) {
+    path_ = (dir_ / "tokenizer.json").string();
+    std::ofstream(path_) << text;
+    auto result = Tokenizer::from_hf_json(path_);
+    return result.ok() ? std::string() : result.message();
+  }
+  static std::string valid_model(const std::string& merges) {
+    return R"({"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": )" + merges + "}";
+  }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(BadTokenizerJson, MinimalFileLoadsAndMerges) {
+  std::string json = R"({"model": )" + valid_model(R"(["a b"])") + "}";
+  ASSERT_EQ(load(json), "");
+  auto t = Tokenizer::from_hf_json(path_);
+  EXPECT_EQ((*t)->encode("ab"), (std::vector<int32_t>{2}));
+  json = R"({"model": )" + valid_model(R"([["a", "b"]])") + "}";  // pair form of merges
+  ASSERT_EQ(load(json), "");
+}
+
+TEST_F(BadTokenizerJson, ErrorsNameFileAndField) {
+  auto expect_error = [&](const std::string& json, const std::string& field) {
+    std::string message = load(json);
+    EXPECT_NE(message.find(path_), std::string::npos) << message;
+    EXPECT_NE(message.find(field), std::string::npos) << "want '" << field << "' in: " << message;
+  };
+  expect_error("{not json", "not valid JSON");
+  expect_error(R"({"added_tokens": []})", "'model'");
+  expect_error(R"({"model": {"type": "Unigram", "vocab": []}})", "model.type");
+  expect_error(R"({"model": {"type": "BPE", "merges": []}})", "model.vocab");
+  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}}})", "model.merges");
+  expect_error(R"({"model": )" + valid_model(R"(["a b", 7])") + "}", "model.merges[1]");
+  expect_error(R"({"model": )" + valid_model(R"(["ab"])") + "}", "model.merges[0]");
+  expect_error(R"({"model": )" + valid_model(R"(["a c"])") + "}", "not in the vocabulary");
+  expect_error(R"({"model": )" + valid_model("[]") + R"(, "added_tokens": [{"content": "x"}]})",
+               "added_tokens[0]");
+  expect_error(R"({"model": )" + valid_model("[]") +
+                   R"(, "pre_tokenizer": {"type": "Metaspace"}})",
+               "pre_tokenizer");
+  expect_error(R"({"model": )" + valid_model("[]") +
+                   R"(, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split",
+                   "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}]}})",
+               "pre_tokenizer.pretokenizers[0].pattern");
+  expect_error(R"({"model": )" + valid_model("[]") +
+                   R"(, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "a"},
+                   "behavior": "Sideways"}})",
+               "behavior");
+  expect_error(R"({"model": )" + valid_model("[]") + R"(, "normalizer": {"type": "NFKC"}})",
+               "normalizer");
+
+  auto missing = Tokenizer::from_hf_json((dir_ / "absent.json").string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.message().find("absent.json"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre-tokenizer semantics on their own.
+
+TEST(PreTokenizer, SplitBehaviours) {
+  auto pieces = [](tok::SplitBehavior behavior, bool invert = false) {
+    tok::PreTokenizer pre;
+    pre.add(tok::make_split_step("-", behavior, invert).value());
+    return pre.split("a-b--c-");
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(pieces(tok::SplitBehavior::Isolated), (V{"a", "-", "b", "-", "-", "c", "-"}));
+  EXPECT_EQ(pieces(tok::SplitBehavior::Removed), (V{"a", "b", "c"}));
+  EXPECT_EQ(pieces(tok::SplitBehavior::Contiguous), (V{"a", "-", "b", "--", "c", "-"}));
+  EXPECT_EQ(pieces(tok::SplitBehavior::MergedWithPrevious), (V{"a-", "b-", "-", "c-"}));
+  EXPECT_EQ(pieces(tok::SplitBehavior::MergedWithNext), (V{"a", "-b", "-", "-c", "-"}));
+  // invert: the matches are kept and the text between them removed.
+  EXPECT_EQ(pieces(tok::SplitBehavior::Removed, true), (V{"-", "-", "-", "-"}));
+}
+
+TEST(PreTokenizer, LookaheadSeesOnlyThePiece) {
+  // `\s+(?!\S)` leaves the last space for the next word, but not at the end of a piece.
+  tok::PreTokenizer pre;
+  pre.add(tok::make_byte_level_step(false, true).value());
+  using V = std::vector<std::string>;
+  EXPECT_EQ(pre.split("a   b"), (V{"a", "  ", " b"}));
+  EXPECT_EQ(pre.split("a   "), (V{"a", "   "}));
+  EXPECT_EQ(pre.split("I'm 12"), (V{"I", "'m", " 12"}));
+  // Invalid UTF-8 never matches, so it stays a piece of its own and still reaches BPE.
+  EXPECT_EQ(pre.split("a\xFF b"), (V{"a", "\xFF", " b"}));
+}
+
+TEST(PreTokenizer, NamedPreTokenizers) {
+  bool ignore_merges = false;
+  auto v3 = tok::pre_tokenizer_by_name("deepseek-v3", &ignore_merges);
+  ASSERT_TRUE(v3.ok()) << v3.message();
+  using V = std::vector<std::string>;
+  EXPECT_EQ(v3->split("12345 中文abc"), (V{"123", "45", " ", "中文", "abc"}));
+  auto llama3 = tok::pre_tokenizer_by_name("llama-bpe", &ignore_merges);
+  ASSERT_TRUE(llama3.ok());
+  EXPECT_TRUE(ignore_merges);
+  auto unknown = tok::pre_tokenizer_by_name("klingon", &ignore_merges);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.message().find("tokenizer.ggml.pre"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sputnik

@@ -1,0 +1,307 @@
+#include "tokenizer/pretokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <algorithm>
+#include <array>
+
+namespace sputnik::tok {
+
+struct Regex::Code {
+  pcre2_code* code = nullptr;
+  ~Code() { pcre2_code_free(code); }
+};
+
+Result<Regex> Regex::compile(const std::string& pattern, bool literal) {
+  // MATCH_INVALID_UTF: invalid UTF-8 in user text never matches instead of failing the match, so
+  // stray bytes fall between matches and still reach byte-level BPE.
+  uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
+  if (literal) options |= PCRE2_LITERAL;
+  int error_code = 0;
+  PCRE2_SIZE error_offset = 0;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   options, &error_code, &error_offset, nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error_code, message, sizeof(message));
+    return make_error("regex /{}/: {} at offset {}", pattern, reinterpret_cast<char*>(message),
+                      static_cast<size_t>(error_offset));
+  }
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // best effort: the interpreter is the fallback
+  Regex regex;
+  auto holder = std::make_shared<Code>();
+  holder->code = code;
+  regex.code_ = std::move(holder);
+  regex.pattern_ = pattern;
+  return regex;
+}
+
+void Regex::find_all(std::string_view subject,
+                     std::vector<std::pair<size_t, size_t>>& matches) const {
+  matches.clear();
+  pcre2_code* code = code_->code;
+  pcre2_match_data* data = pcre2_match_data_create_from_pattern(code, nullptr);
+  const auto* text = reinterpret_cast<PCRE2_SPTR>(subject.data());
+  size_t start = 0;
+  while (start <= subject.size()) {
+    int rc = pcre2_match(code, text, subject.size(), start, 0, data, nullptr);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // very long pieces: retry without JIT
+      rc = pcre2_match(code, text, subject.size(), start, PCRE2_NO_JIT, data, nullptr);
+    }
+    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH, or a resource limit: the rest stays one piece
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
+    size_t begin = ovector[0], end = ovector[1];
+    matches.emplace_back(begin, end);
+    if (end > begin) {
+      start = end;
+    } else {  // empty match: step over one char, as Oniguruma's find_iter does
+      if (begin >= subject.size()) break;
+      uint32_t cp;
+      start = begin + utf8_decode(subject, begin, &cp);
+    }
+  }
+  pcre2_match_data_free(data);
+}
+
+namespace {
+
+// HF utils/pattern.rs find_matches + normalizer.rs split: (begin, end, is_match) covering text.
+struct Span {
+  size_t begin, end;
+  bool is_match;
+};
+
+void split_piece(const PreTokenizerStep& step, const std::string& piece,
+                 std::vector<std::pair<size_t, size_t>>& scratch, std::vector<std::string>& out) {
+  step.regex.find_all(piece, scratch);
+  std::vector<Span> spans;
+  size_t previous = 0;
+  for (auto [begin, end] : scratch) {
+    if (previous != begin) spans.push_back({previous, begin, false});
+    spans.push_back({begin, end, true});
+    previous = end;
+  }
+  if (previous != piece.size()) spans.push_back({previous, piece.size(), false});
+  if (step.invert) {
+    for (Span& span : spans) span.is_match = !span.is_match;
+  }
+
+  std::vector<Span> kept;
+  switch (step.behavior) {
+    case SplitBehavior::Isolated:
+      kept = spans;
+      break;
+    case SplitBehavior::Removed:
+      for (const Span& span : spans) {
+        if (!span.is_match) kept.push_back(span);
+      }
+      break;
+    case SplitBehavior::Contiguous: {
+      bool previous_match = false;
+      for (const Span& span : spans) {
+        if (span.is_match && previous_match && !kept.empty()) {
+          kept.back().end = span.end;
+        } else {
+          kept.push_back(span);
+        }
+        previous_match = span.is_match;
+      }
+      break;
+    }
+    case SplitBehavior::MergedWithPrevious: {
+      bool previous_match = false;
+      for (const Span& span : spans) {
+        if (span.is_match && !previous_match && !kept.empty()) {
+          kept.back().end = span.end;
+        } else {
+          kept.push_back(span);
+        }
+        previous_match = span.is_match;
+      }
+      break;
+    }
+    case SplitBehavior::MergedWithNext: {
+      bool previous_match = false;
+      for (auto it = spans.rbegin(); it != spans.rend(); ++it) {
+        if (it->is_match && !previous_match && !kept.empty()) {
+          kept.back().begin = it->begin;
+        } else {
+          kept.push_back(*it);
+        }
+        previous_match = it->is_match;
+      }
+      std::reverse(kept.begin(), kept.end());
+      break;
+    }
+  }
+  for (const Span& span : kept) {
+    if (span.end > span.begin) out.emplace_back(piece.substr(span.begin, span.end - span.begin));
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> PreTokenizer::split(std::string_view text) const {
+  std::vector<std::string> pieces;
+  if (!text.empty()) pieces.emplace_back(text);
+  std::vector<std::string> next;
+  std::vector<std::pair<size_t, size_t>> scratch;
+  for (const PreTokenizerStep& step : steps_) {
+    next.clear();
+    for (std::string& piece : pieces) {
+      if (step.add_prefix_space && piece.front() != ' ') piece.insert(piece.begin(), ' ');
+      if (step.has_regex) {
+        split_piece(step, piece, scratch, next);
+      } else {
+        next.push_back(std::move(piece));
+      }
+    }
+    pieces.swap(next);
+  }
+  return pieces;
+}
+
+Result<PreTokenizerStep> make_split_step(const std::string& pattern, SplitBehavior behavior,
+                                         bool invert, bool literal) {
+  SPUTNIK_ASSIGN_OR_RETURN(Regex regex, Regex::compile(pattern, literal));
+  PreTokenizerStep step;
+  step.regex = std::move(regex);
+  step.behavior = behavior;
+  step.invert = invert;
+  return step;
+}
+
+Result<PreTokenizerStep> make_byte_level_step(bool add_prefix_space, bool use_regex) {
+  SPUTNIK_ASSIGN_OR_RETURN(PreTokenizerStep step,
+                           make_split_step(kGpt2Pattern, SplitBehavior::Isolated));
+  step.add_prefix_space = add_prefix_space;
+  step.has_regex = use_regex;
+  return step;
+}
+
+Result<PreTokenizerStep> make_digits_step(bool individual_digits) {
+  // HF digits.rs splits on char::is_numeric, which is the N categories, i.e. \p{N}.
+  return make_split_step(R"(\p{N})", individual_digits ? SplitBehavior::Isolated
+                                                       : SplitBehavior::Contiguous);
+}
+
+Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore_merges) {
+  // Each entry is the pre_tokenizer Sequence of the model's own tokenizer.json (llama.cpp's
+  // llm_tokenizer_bpe lists the same regexes per tokenizer.ggml.pre).
+  constexpr const char* kLlama3 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  constexpr const char* kQwen2 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  constexpr const char* kDeepSeekV3Words =
+      "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+      " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
+  *ignore_merges = false;
+  PreTokenizer pre;
+  auto add = [&pre](Result<PreTokenizerStep> step) -> Status {
+    if (!step.ok()) return step.error();
+    pre.add(std::move(step).value());
+    return ok_status();
+  };
+  if (name == "gpt-2" || name == "gpt2" || name == "default" || name.empty()) {
+    SPUTNIK_CHECK_OK(add(make_byte_level_step(false, true)));
+  } else if (name == "smollm" || name == "starcoder") {
+    // Digits{individual_digits: true}, ByteLevel{use_regex: true}.
+    SPUTNIK_CHECK_OK(add(make_digits_step(true)));
+    SPUTNIK_CHECK_OK(add(make_byte_level_step(false, true)));
+  } else if (name == "llama-bpe" || name == "llama3" || name == "llama-v3") {
+    SPUTNIK_CHECK_OK(add(make_split_step(kLlama3, SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_byte_level_step(false, false)));
+    *ignore_merges = true;  // Llama-3 tokenizer.json: model.ignore_merges = true
+  } else if (name == "qwen2" || name == "qwen2.5" || name == "qwen-2.5" ||
+             name == "deepseek-r1-qwen") {
+    SPUTNIK_CHECK_OK(add(make_split_step(kQwen2, SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_byte_level_step(false, false)));
+  } else if (name == "deepseek-v3") {
+    SPUTNIK_CHECK_OK(add(make_split_step(R"(\p{N}{1,3})", SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(
+        add(make_split_step("[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_split_step(kDeepSeekV3Words, SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_byte_level_step(false, false)));
+  } else {
+    return make_error(
+        "tokenizer.ggml.pre: unsupported pre-tokenizer '{}' (supported: gpt-2, default, smollm, "
+        "starcoder, llama-bpe, llama3, qwen2, deepseek-r1-qwen, deepseek-v3)",
+        name);
+  }
+  return pre;
+}
+
+namespace {
+
+struct ByteTables {
+  std::array<std::string, 256> byte_to_text;
+  std::array<int16_t, 512> codepoint_to_byte;  // every mapped char is below U+0200
+};
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+const ByteTables& byte_tables() {
+  static const ByteTables tables = [] {
+    ByteTables t;
+    t.codepoint_to_byte.fill(-1);
+    uint32_t next = 256;
+    for (uint32_t b = 0; b < 256; ++b) {
+      bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+      uint32_t cp = printable ? b : next++;
+      append_utf8(t.byte_to_text[b], cp);
+      t.codepoint_to_byte[cp] = static_cast<int16_t>(b);
+    }
+    return t;
+  }();
+  return tables;
+}
+
+}  // namespace
+
+const std::string& byte_to_unicode(uint8_t byte) { return byte_tables().byte_to_text[byte]; }
+
+int unicode_to_byte(uint32_t codepoint) {
+  if (codepoint >= 512) return -1;
+  return byte_tables().codepoint_to_byte[codepoint];
+}
+
+size_t utf8_decode(std::string_view text, size_t pos, uint32_t* codepoint) {
+  auto byte = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
+  uint8_t lead = byte(pos);
+  size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
+                                 : (lead >> 3) == 0x1E ? 4 : 0;
+  if (length == 0 || pos + length > text.size()) {
+    *codepoint = 0xFFFD;
+    return 1;
+  }
+  uint32_t cp = length == 1 ? lead : length == 2 ? (lead & 0x1F) : length == 3 ? (lead & 0x0F)
+                                                                              : (lead & 0x07);
+  for (size_t i = 1; i < length; ++i) {
+    if ((byte(pos + i) & 0xC0) != 0x80) {
+      *codepoint = 0xFFFD;
+      return 1;
+    }
+    cp = (cp << 6) | (byte(pos + i) & 0x3F);
+  }
+  *codepoint = cp;
+  return length;
+}
+
+}  // namespace sputnik::tok
