@@ -44,10 +44,11 @@ std::string render_chatml(std::span<const ChatMessage> messages, bool add_genera
   return out;
 }
 
-// Meta-Llama-3-*-Instruct template: bos_token, then per message
-// '<|start_header_id|>' + role + '<|end_header_id|>\n\n' + content | trim + '<|eot_id|>'.
+// Meta-Llama-3-*-Instruct template: per message
+// '<|start_header_id|>' + role + '<|end_header_id|>\n\n' + content | trim + '<|eot_id|>',
+// the first one preceded by bos_token.
 std::string render_llama3(std::span<const ChatMessage> messages, bool add_generation_prompt) {
-  std::string out = "<|begin_of_text|>";
+  std::string out = messages.empty() ? "" : "<|begin_of_text|>";
   for (const ChatMessage& message : messages) {
     out += "<|start_header_id|>" + message.role + "<|end_header_id|>\n\n" + trim(message.content) +
            "<|eot_id|>";
