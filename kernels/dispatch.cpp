@@ -65,6 +65,13 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out) { activ
 void axpy(float a, const float* x, int64_t n, float* y) { active()->axpy(a, x, n, y); }
 float dot_f32(const float* a, const float* b, int64_t n) { return active()->dot_f32(a, b, n); }
 
+bool matmul_quantizes_activations(DType weight_type) {
+  const KernelSet* s = active();
+  if (s == &kScalarSet) return false;
+  const bool fast = s == &avx512::kernel_set() ? avx512::has_fast_matmul(weight_type) : avx2::has_fast_matmul(weight_type);
+  return fast && ref::activation_block(weight_type) != 0;
+}
+
 std::string kernel_isa() { return active()->name; }
 
 bool set_kernel_isa(const std::string& isa) {

@@ -25,6 +25,9 @@ void dequantize_weight_row(const TensorView& w, int64_t r, float* dst);
 // Quantised weights may round x to 8 bits per block first, as llama.cpp does (Q8_0 / Q8_K
 // activations); every other type accumulates in f32.
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+// True when the active matmul rounds x to 8 bits for this weight type (see matmul above); the
+// scalar set and the float types keep f32 activations.
+bool matmul_quantizes_activations(DType weight_type);
 
 // --- Element-wise and row ops (f32) ----------------------------------------------------------
 

@@ -40,7 +40,9 @@ def f32_input(n_blocks, block):
     x = rng.standard_normal((n_blocks, block)).astype(np.float32)
     x *= np.exp(rng.uniform(-6, 3, size=(n_blocks, 1))).astype(np.float32)
     x[0] = 0
-    x[1] = np.round(x[1] * 4) / 4            # many exact ties in x * id
+    # Many exact ties in x * id. (Not a block of signed zeros: for -0.0 first gguf-py's argmax
+    # gives d = +0 where ggml's C gives -0; we follow ggml.)
+    x[1] = np.round(rng.standard_normal(block) * 4).astype(np.float32) / 4
     x[2, 5] = -50 * np.abs(x[2]).max()      # the signed max is negative
     x[3] *= 1e-6                             # fp16 subnormal scales
     x[4, :] = 1.0                            # constant block

@@ -1,0 +1,260 @@
+// Every ISA kernel against kernels/ref/ over sizes, token counts, tails and misaligned pointers.
+//
+// Tolerances, from the math:
+//  * Integer paths (quantised weights): the activations are rounded to 8 bits per block of 32 or
+//    256 (d = max|x| / 127, q = round(x / d)), so each activation moves by at most d / 2 (plus an
+//    f32 rounding of x / d, well below 0.1% of d). Against the f32 reference the error of
+//    y[t, r] is therefore at most sum_c |w[r, c]| * 0.501 * d_block(c) -- about 1/254 of the
+//    block's largest |x| per unit of |w|, i.e. relative ~0.4% per block in the worst case.
+//  * Against ref::matmul_quantized_activations (same 8-bit activations, exact dequantised values,
+//    double accumulation) only f32 rounding remains: the block sums are exact integers, the
+//    scaling and accumulation add a few ulps per term, bounded here by 1e-5 * sum_c |w| |xq|
+//    (~170 ulps of the absolute sum).
+//  * Float weights (F32/F16/BF16/FP8) keep f32 activations: 1e-5 * sum_c |w| |x| against ref.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
+#include "kernels/ref/ref.h"
+
+namespace sputnik {
+namespace {
+
+bool isa_available(const std::string& isa) {
+  const std::string before = kernel_isa();
+  const bool ok = set_kernel_isa(isa);
+  set_kernel_isa(before);
+  return ok;
+}
+
+// A weight matrix with random content, valid for its type, stored at a deliberately odd address.
+struct RandomWeight {
+  std::vector<uint8_t> storage;
+  std::vector<float> scales;
+  TensorView view;
+};
+
+RandomWeight make_weight(DType type, int64_t rows, int64_t cols, std::mt19937& rng, size_t misalign) {
+  RandomWeight w;
+  const size_t bytes = dtype_row_bytes(type, cols) * rows;
+  w.storage.assign(bytes + misalign + 64, 0);
+  uint8_t* data = w.storage.data() + misalign;
+  std::normal_distribution<float> nd;
+  std::vector<float> row(cols);
+  const size_t rb = dtype_row_bytes(type, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : row) v = nd(rng) * 0.5f;
+    if (ref::quantize_row(type, row.data(), data + r * rb, cols)) continue;
+    // Types without a quantiser: random codes with valid fp16 scales.
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (size_t i = 0; i < rb; ++i) data[r * rb + i] = static_cast<uint8_t>(byte(rng));
+    const int bb = dtype_traits(type).block_bytes;
+    for (size_t b = 0; b < rb / bb; ++b) {
+      uint8_t* blk = data + r * rb + b * bb;
+      if (type == DType::F8_E4M3) {
+        if ((blk[0] & 0x7F) == 0x7F) blk[0] = 0x3F;  // no NaN codes
+        continue;
+      }
+      const uint16_t d = f32_to_fp16(std::uniform_real_distribution<float>(0.001f, 0.05f)(rng));
+      std::memcpy(blk, &d, 2);
+      if (type == DType::Q4_1 || type == DType::Q5_1) {
+        const uint16_t m = f32_to_fp16(std::uniform_real_distribution<float>(-0.3f, 0.1f)(rng));
+        std::memcpy(blk + 2, &m, 2);
+      }
+    }
+  }
+  w.view.dtype = type;
+  w.view.n_dims = 2;
+  w.view.shape = {rows, cols};
+  w.view.data = data;
+  if (type == DType::F8_E4M3) {
+    const int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+    w.scales.resize(sr * sc);
+    for (auto& s : w.scales) s = std::uniform_real_distribution<float>(0.001f, 0.01f)(rng);
+    w.view.scale = w.scales.data();
+  }
+  return w;
+}
+
+struct MatmulCase {
+  std::string isa;
+  DType type;
+};
+
+class MatmulVsRef : public ::testing::TestWithParam<MatmulCase> {
+ protected:
+  void SetUp() override {
+    if (!isa_available(GetParam().isa)) GTEST_SKIP() << "CPU lacks " << GetParam().isa;
+    saved_ = kernel_isa();
+  }
+  void TearDown() override {
+    if (!saved_.empty()) set_kernel_isa(saved_);
+  }
+  std::string saved_;
+};
+
+TEST_P(MatmulVsRef, SizesTokensTailsMisalignment) {
+  const auto [isa, type] = GetParam();
+  const int block = std::max(dtype_traits(type).block_elements, 1);
+  const bool k_quant = block == 256;
+  std::vector<int64_t> col_sizes = k_quant ? std::vector<int64_t>{256, 512, 1280}
+                                           : std::vector<int64_t>{32, 64, 96, 160, 1408};
+  if (block == 1) col_sizes = {1, 15, 16, 17, 100, 256, 300};
+  const std::vector<int64_t> row_sizes = {1, 3, 4, 5, 13, 67};
+  std::mt19937 rng(42);
+  // Three threads on the largest shapes exercise the parallel split; one elsewhere keeps the
+  // test fast on a loaded machine (each parallel_for wakes the workers).
+  ThreadPool pool1(1), pool3(3);
+  ASSERT_TRUE(set_kernel_isa(isa));
+  const int act_block = matmul_quantizes_activations(type) ? ref::activation_block(type) : 0;
+  int checked = 0;
+  for (const int64_t cols : col_sizes) {
+    for (const int64_t rows : row_sizes) {
+      const size_t misalign = (rows + cols) % 7;  // bytes; the f32 activations are offset by 1 float
+      RandomWeight w = make_weight(type, rows, cols, rng, misalign);
+      // Token counts 1..17 on the small shapes, a few on the large ones (the ref is slow).
+      std::vector<int64_t> token_counts;
+      for (int64_t t = 1; t <= 17; ++t)
+        if (rows * cols <= 20000 || t == 1 || t == 5 || t == 17) token_counts.push_back(t);
+      for (const int64_t T : token_counts) {
+        std::vector<float> xbuf(T * cols + 1);
+        float* x = xbuf.data() + 1;
+        std::normal_distribution<float> nd;
+        for (int64_t i = 0; i < T * cols; ++i) x[i] = nd(rng) * (i % 97 == 0 ? 8.0f : 1.0f);
+        std::vector<float> y(T * rows, NAN), want_q(T * rows), want_f(T * rows);
+        ASSERT_TRUE(set_kernel_isa(isa));
+        matmul(w.view, x, T, y.data(), rows >= 64 ? pool3 : pool1);
+        const bool quantized = matmul_quantizes_activations(type);
+        ref::matmul(w.view, x, T, want_f.data(), pool1);
+        if (quantized) ref::matmul_quantized_activations(w.view, x, T, want_q.data());
+        else want_q = want_f;
+        // Per-output bounds (see the header comment).
+        std::vector<float> wrow(cols), xq_scale(cols);
+        for (int64_t r = 0; r < rows; ++r) {
+          ref::dequantize_weight_row(w.view, r, wrow.data());
+          for (int64_t t = 0; t < T; ++t) {
+            const float* xt = x + t * cols;
+            double abs_sum = 0, act_bound = 0;
+            for (int64_t c0 = 0; c0 < cols; c0 += act_block ? act_block : cols) {
+              const int64_t c1 = act_block ? c0 + act_block : cols;
+              float amax = 0;
+              for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(xt[c]));
+              const double half_step = act_block ? 0.501 * amax / 127.0 : 0.0;
+              for (int64_t c = c0; c < c1; ++c) {
+                abs_sum += std::fabs(wrow[c]) * (std::fabs(xt[c]) + half_step);
+                act_bound += std::fabs(wrow[c]) * half_step;
+              }
+            }
+            const float got = y[t * rows + r];
+            const double tight = 1e-5 * abs_sum + 1e-30;
+            ASSERT_NEAR(got, want_q[t * rows + r], tight)
+                << isa << " " << dtype_name(type) << " rows=" << rows << " cols=" << cols << " T=" << T
+                << " r=" << r << " t=" << t << " (vs quantised-activation reference)";
+            ASSERT_NEAR(got, want_f[t * rows + r], act_bound + tight)
+                << isa << " " << dtype_name(type) << " rows=" << rows << " cols=" << cols << " T=" << T
+                << " r=" << r << " t=" << t << " (vs f32 reference)";
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 0);
+}
+
+std::vector<MatmulCase> matmul_cases() {
+  std::vector<MatmulCase> cases;
+  for (const char* isa : {"scalar", "avx2", "avx512"})
+    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q5_K,
+                    DType::Q6_K, DType::F32, DType::F16, DType::BF16, DType::F8_E4M3})
+      cases.push_back({isa, t});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, MatmulVsRef, ::testing::ValuesIn(matmul_cases()), [](const auto& info) {
+  return info.param.isa + "_" + std::string(dtype_name(info.param.type));
+});
+
+// --- Row ops ---------------------------------------------------------------------------------------
+
+class OpsVsRef : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!isa_available(GetParam())) GTEST_SKIP() << "CPU lacks " << GetParam();
+    saved_ = kernel_isa();
+    set_kernel_isa(GetParam());
+  }
+  void TearDown() override {
+    if (!saved_.empty()) set_kernel_isa(saved_);
+  }
+  std::string saved_;
+};
+
+// Relative 2e-6 for element-wise ops built on the exp polynomial (its error is < 2e-7 relative,
+// times a few roundings); sums use 1e-5 of the absolute sum.
+TEST_P(OpsVsRef, AllOps) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  for (const int64_t n : {1, 7, 8, 15, 16, 17, 31, 64, 100, 1000, 4099}) {
+    for (const int off : {0, 1, 3}) {
+      std::vector<float> a(n + off), b(n + off), w(n + off);
+      for (auto& v : a) v = nd(rng) * 3;
+      for (auto& v : b) v = nd(rng);
+      for (auto& v : w) v = 1 + 0.1f * nd(rng);
+      const float* pa = a.data() + off;
+      const float* pb = b.data() + off;
+      const float* pw = w.data() + off;
+      double abs_dot = 0;
+      for (int64_t i = 0; i < n; ++i) abs_dot += std::fabs(pa[i] * pb[i]);
+      EXPECT_NEAR(dot_f32(pa, pb, n), ref::dot_f32(pa, pb, n), 1e-5 * abs_dot + 1e-30) << "dot n=" << n;
+
+      std::vector<float> got(n), want(n);
+      rms_norm(pa, pw, 1e-6f, n, got.data());
+      ref::rms_norm(pa, pw, 1e-6f, n, want.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 1e-5 * std::fabs(want[i]) + 1e-7) << "rms_norm n=" << n;
+
+      silu_mul(pa, pb, n, got.data());
+      ref::silu_mul(pa, pb, n, want.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 2e-6 * std::fabs(want[i]) + 1e-12) << "silu n=" << n;
+
+      // In place, as the header allows (out aliases gate).
+      std::vector<float> inplace(pa, pa + n);
+      silu_mul(inplace.data(), pb, n, inplace.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(inplace[i], want[i], 2e-6 * std::fabs(want[i]) + 1e-12);
+
+      std::vector<float> s1(pa, pa + n), s2(pa, pa + n);
+      s1[0] = -100;  // a very small probability
+      s2[0] = -100;
+      softmax(s1.data(), n);
+      ref::softmax(s2.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(s1[i], s2[i], 2e-6 * s2[i] + 1e-30) << "softmax n=" << n << " i=" << i;
+
+      std::vector<float> y1(pb, pb + n), y2(pb, pb + n);
+      axpy(0.37f, pa, n, y1.data());
+      ref::axpy(0.37f, pa, n, y2.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y1[i], y2[i], 1e-6 * (std::fabs(pb[i]) + std::fabs(0.37f * pa[i])));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, OpsVsRef, ::testing::Values("scalar", "avx2", "avx512"));
+
+TEST(Dispatch, NamesAndOverride) {
+  const std::string isa = kernel_isa();
+  EXPECT_TRUE(isa == "scalar" || isa == "avx2" || isa == "avx512") << isa;
+  EXPECT_TRUE(set_kernel_isa("scalar"));
+  EXPECT_EQ(kernel_isa(), "scalar");
+  EXPECT_FALSE(set_kernel_isa("neon"));
+  EXPECT_EQ(kernel_isa(), "scalar");
+  set_kernel_isa(isa);
+}
+
+}  // namespace
+}  // namespace sputnik
