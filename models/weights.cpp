@@ -16,7 +16,7 @@ std::string shape_text(std::initializer_list<int64_t> shape) {
   std::string s = "[";
   bool first = true;
   for (int64_t d : shape) {
-    s += fmt::format(first ? "{}" : ", {}", d);
+    s += (first ? "" : ", ") + std::to_string(d);
     first = false;
   }
   return s + "]";
