@@ -1,0 +1,213 @@
+// sputnik against llama.cpp on the demo model (SmolLM2-135M-Instruct Q4_1): prompt token ids,
+// top-1 token at every prompt position, a 64-token greedy continuation and the perplexity on a
+// fixed text. Goldens: tools/gen_llamacpp_goldens.py (llama-cpp-python 0.3.36).
+// Needs SPUTNIK_DEMO_MODEL (tools/test.sh sets it); without it every test fails.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "core/threads.h"
+#include "models/model.h"
+#include "runtime/generate.h"
+#include "runtime/perplexity.h"
+#include "tokenizer/tokenizer.h"
+
+namespace sputnik {
+namespace {
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  return nlohmann::json::parse(in);
+}
+
+int32_t argmax(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (x[i] > x[best]) best = i;
+  }
+  return static_cast<int32_t>(best);
+}
+
+class LlamaCppGolden : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const char* path = std::getenv("SPUTNIK_DEMO_MODEL");
+    if (path == nullptr || *path == '\0') {
+      load_error_ = "SPUTNIK_DEMO_MODEL is not set (tools/test.sh sets it: tools/fetch_demo_model.sh)";
+      return;
+    }
+    LoadOptions options;
+    options.n_ctx = 1024;
+    options.n_threads = hardware_threads();
+    auto loaded = load_model(path, options);
+    if (!loaded) {
+      load_error_ = loaded.message();
+      return;
+    }
+    model_ = std::move(loaded->model).release();
+    tokenizer_ = std::move(loaded->tokenizer).release();
+    goldens_ = new nlohmann::json(read_json(std::string(SPUTNIK_TEST_DATA) + "/llamacpp/prompts.json"));
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete tokenizer_;
+    delete goldens_;
+    model_ = nullptr;
+    tokenizer_ = nullptr;
+    goldens_ = nullptr;
+  }
+  void SetUp() override { ASSERT_TRUE(model_ != nullptr) << load_error_; }
+
+  static std::vector<int32_t> encode(const std::string& text) {
+    std::vector<int32_t> ids = tokenizer_->encode(text, /*parse_special=*/true);
+    if (tokenizer_->add_bos()) ids.insert(ids.begin(), tokenizer_->bos_id());
+    return ids;
+  }
+
+  // Logits at every position of `ids`, from an empty cache in one batch.
+  static std::vector<float> all_logits(const std::vector<int32_t>& ids) {
+    model_->truncate_sequence(0, 0);
+    std::vector<BatchToken> batch;
+    for (size_t i = 0; i < ids.size(); ++i) batch.push_back({ids[i], static_cast<int32_t>(i), 0, true});
+    std::vector<float> logits(ids.size() * model_->info().vocab_size);
+    auto status = model_->forward(batch, logits.data());
+    EXPECT_TRUE(status.ok()) << status.message();
+    return logits;
+  }
+
+  static inline Model* model_ = nullptr;
+  static inline Tokenizer* tokenizer_ = nullptr;
+  static inline nlohmann::json* goldens_ = nullptr;
+  static inline std::string load_error_;
+};
+
+TEST_F(LlamaCppGolden, PromptTokenIds) {
+  for (const auto& p : (*goldens_)["prompts"]) {
+    const std::string text = p["prompt"];
+    EXPECT_EQ(encode(text), p["ids"].get<std::vector<int32_t>>()) << text;
+  }
+}
+
+TEST_F(LlamaCppGolden, TopOneAtEveryPromptPosition) {
+  const int64_t vocab = model_->info().vocab_size;
+  double max_diff = 0;
+  int positions = 0;
+  for (const auto& p : (*goldens_)["prompts"]) {
+    const auto ids = p["ids"].get<std::vector<int32_t>>();
+    const std::vector<float> logits = all_logits(ids);
+    double prompt_max = 0, sum = 0;
+    int n = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto& g = p["positions"][i];
+      const float* row = logits.data() + i * vocab;
+      EXPECT_EQ(argmax(row, vocab), g["top1"].get<int32_t>())
+          << p["prompt"] << " position " << i << " (llama.cpp margin " << g["margin"] << ")";
+      const auto top_ids = g["top_ids"].get<std::vector<int32_t>>();
+      const auto top_logits = g["top_logits"].get<std::vector<float>>();
+      for (size_t k = 0; k < top_ids.size(); ++k) {
+        const double d = std::fabs(double(row[top_ids[k]]) - top_logits[k]);
+        prompt_max = std::max(prompt_max, d);
+        sum += d;
+        ++n;
+      }
+      ++positions;
+    }
+    std::printf("  %-40.40s %3zu positions: max |logit diff| %.4f, mean %.4f\n",
+                p["prompt"].dump().c_str(), ids.size(), prompt_max, sum / n);
+    max_diff = std::max(max_diff, prompt_max);
+  }
+  std::printf("largest logit difference from llama.cpp (top-20 logits, %d positions): %.5f\n",
+              positions, max_diff);
+  // Both sides round activations to 8 bits for Q4_1/Q8_0 weights, so what is left should be
+  // summation order and llama.cpp's f16 KV cache: allow 1% of the typical top logit (~25).
+  EXPECT_LT(max_diff, 0.25);
+}
+
+TEST_F(LlamaCppGolden, GreedyContinuationMatches) {
+  const int64_t vocab = model_->info().vocab_size;
+  for (const auto& p : (*goldens_)["prompts"]) {
+    const auto ids = p["ids"].get<std::vector<int32_t>>();
+    const auto expected = p["continuation"].get<std::vector<int32_t>>();
+    const auto margins = p["continuation_margins"].get<std::vector<double>>();
+    std::vector<float> logits = all_logits(ids);
+    std::vector<float> last(logits.end() - vocab, logits.end());
+    // Steps where llama.cpp's own top-2 margin is below kTieMargin are ties within its f16 KV-cache
+    // rounding; the comparison ends at the first one.
+    constexpr double kTieMargin = 0.01;
+    size_t limit = expected.size();
+    for (size_t i = 0; i < margins.size(); ++i) {
+      if (margins[i] < kTieMargin) {
+        limit = i;
+        break;
+      }
+    }
+    std::printf("  %-40.40s greedy tokens compared: %zu of %zu\n", p["prompt"].dump().c_str(), limit,
+                expected.size());
+    std::vector<int32_t> got;
+    for (size_t step = 0; step < limit; ++step) {
+      const int32_t token = argmax(last.data(), vocab);
+      got.push_back(token);
+      if (token != expected[step]) {
+        ADD_FAILURE() << p["prompt"] << ": greedy token " << step << " is " << token
+                      << ", llama.cpp chose " << expected[step] << " (its margin "
+                      << margins[step] << ")";
+        break;
+      }
+      const BatchToken t{token, static_cast<int32_t>(ids.size() + step), 0, true};
+      ASSERT_TRUE(model_->forward(std::span(&t, 1), last.data()).ok());
+    }
+  }
+}
+
+TEST_F(LlamaCppGolden, SessionGreedyTextMatches) {
+  // The runtime's loop (chunked prefill, sampler, stream decoder) gives llama.cpp's text.
+  const auto& p = (*goldens_)["prompts"][0];
+  std::vector<int32_t> expected = p["continuation"].get<std::vector<int32_t>>();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (tokenizer_->is_end_of_generation(expected[i])) {
+      expected.resize(i);
+      break;
+    }
+  }
+  Session session(*model_, *tokenizer_, 1024);
+  GenerateOptions options;
+  options.sampling.temperature = 0;
+  options.n_predict = static_cast<int>(expected.size());
+  options.n_batch = 2;  // several prefill chunks
+  std::string text;
+  auto stats = session.generate(p["prompt"].get<std::string>(), options,
+                                [&](Channel, std::string_view piece) {
+                                  text += piece;
+                                  return true;
+                                });
+  ASSERT_TRUE(stats.ok()) << stats.message();
+  EXPECT_EQ(text, tokenizer_->decode(expected));
+  EXPECT_NE(text.find("Paris"), std::string::npos);
+}
+
+TEST_F(LlamaCppGolden, PerplexityWithinOnePercent) {
+  const nlohmann::json golden = read_json(std::string(SPUTNIK_TEST_DATA) + "/llamacpp/perplexity.json");
+  std::ifstream in(std::string(SPUTNIK_SOURCE_DIR) + "/" + golden["text"].get<std::string>(),
+                   std::ios::binary);
+  ASSERT_TRUE(in.good());
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  PerplexityOptions options;
+  options.n_ctx = golden["n_ctx"];
+  auto result = compute_perplexity(*model_, *tokenizer_, buffer.str(), options);
+  ASSERT_TRUE(result.ok()) << result.message();
+  const double expected = golden["ppl"];
+  std::printf("perplexity: sputnik %.4f, llama.cpp %.4f (%+.3f%%), %d chunks of %d\n", result->ppl,
+              expected, 100.0 * (result->ppl / expected - 1.0), result->n_chunks, options.n_ctx);
+  EXPECT_EQ(result->n_tokens, golden["n_tokens"].get<int>());
+  EXPECT_EQ(result->n_scored, golden["n_scored"].get<int>());
+  EXPECT_NEAR(result->ppl, expected, 0.01 * expected);
+}
+
+}  // namespace
+}  // namespace sputnik
