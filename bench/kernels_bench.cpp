@@ -1,0 +1,166 @@
+// Kernel benchmarks: matvec (decode, n_tokens = 1) and matmul (prefill, n_tokens = 64 / 512) per
+// weight type at real shapes, plus a plain memory-read baseline for the machine's bandwidth peak.
+//
+// Counters: weight_GB/s = bytes of weights read per second (decode is bound by this; compare with
+// BM_MemoryRead), GFLOP/s = 2 * rows * cols * n_tokens per second. Decode benchmarks rotate over
+// enough copies of the weights (>= 512 MiB) that they come from DRAM, not the L3.
+//
+//   build-kern/bench/kernels_bench --benchmark_filter='Matvec' --benchmark_repetitions=5
+//   SPUTNIK_ISA=avx2 ... compares instruction sets (or see the isa argument of BM_Matvec).
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
+
+namespace sputnik {
+namespace {
+
+constexpr size_t kRotateBytes = size_t{512} << 20;
+
+struct Weights {
+  std::vector<std::vector<uint8_t>> copies;
+  std::vector<float> scales;
+  TensorView view(size_t i) const {
+    TensorView v = base;
+    v.data = copies[i % copies.size()].data();
+    return v;
+  }
+  TensorView base;
+};
+
+// Random weights of `type`; rotate = enough copies to exceed the last-level cache.
+const Weights& weights(DType type, int64_t rows, int64_t cols, bool rotate) {
+  static std::vector<std::pair<std::string, std::unique_ptr<Weights>>> cache;
+  const std::string key = std::string(dtype_name(type)) + ":" + std::to_string(rows) + "x" +
+                          std::to_string(cols) + (rotate ? "r" : "");
+  for (auto& [k, w] : cache)
+    if (k == key) return *w;
+  auto w = std::make_unique<Weights>();
+  const size_t rb = dtype_row_bytes(type, cols), bytes = rb * rows;
+  std::vector<uint8_t> first(bytes);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  std::vector<float> row(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : row) v = nd(rng) * 0.02f;
+    if (!ref::quantize_row(type, row.data(), first.data() + r * rb, cols)) {
+      // Q4_1 / Q5_x / FP8: bytes from a quantised neighbour type are fine for timing.
+      for (size_t i = 0; i < rb; ++i) first[r * rb + i] = static_cast<uint8_t>(rng() & 0x3F);
+    }
+  }
+  const size_t n_copies = rotate ? std::max<size_t>(1, kRotateBytes / bytes) : 1;
+  for (size_t i = 0; i < n_copies; ++i) w->copies.push_back(first);
+  w->base.dtype = type;
+  w->base.n_dims = 2;
+  w->base.shape = {rows, cols};
+  if (type == DType::F8_E4M3) {
+    w->scales.assign(((rows + 127) / 128) * ((cols + 127) / 128), 0.01f);
+    w->base.scale = w->scales.data();
+  }
+  cache.emplace_back(key, std::move(w));
+  return *cache.back().second;
+}
+
+ThreadPool& pool(int n) {
+  static std::vector<std::unique_ptr<ThreadPool>> pools(64);
+  if (!pools[n]) pools[n] = std::make_unique<ThreadPool>(n);
+  return *pools[n];
+}
+
+const char* kIsas[] = {"scalar", "avx2", "avx512"};
+
+// Args: type, rows, cols, n_tokens, threads, isa (index into kIsas; -1 = detected).
+void BM_Matmul(benchmark::State& state) {
+  const auto type = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2), T = state.range(3);
+  const int threads = static_cast<int>(state.range(4));
+  const std::string before = kernel_isa();
+  if (state.range(5) >= 0 && !set_kernel_isa(kIsas[state.range(5)])) {
+    state.SkipWithError("ISA not available");
+    return;
+  }
+  const Weights& w = weights(type, rows, cols, T == 1);
+  std::vector<float> x(T * cols), y(T * rows);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  size_t i = 0;
+  for (auto _ : state) {
+    matmul(w.view(i++), x.data(), T, y.data(), pool(threads));
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double bytes = static_cast<double>(w.base.row_bytes() * rows);
+  state.counters["weight_GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(2e-9 * rows * cols * T, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(dtype_name(type)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                 " T=" + std::to_string(T) + " " + kernel_isa() + " threads=" + std::to_string(threads));
+  set_kernel_isa(before);
+}
+
+// Reads a 1 GiB buffer with n threads: the bandwidth a perfect matvec could reach.
+void BM_MemoryRead(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  static std::vector<float> buf(size_t{1} << 28, 1.0f);
+  const int64_t n = static_cast<int64_t>(buf.size());
+  std::vector<float> partial(threads);
+  for (auto _ : state) {
+    pool(threads).parallel_for(threads, [&](int64_t t, int) {
+      const int64_t b = n / threads * t, e = t + 1 == threads ? n : b + n / threads;
+      // A dot product is as memory-bound as a matvec and keeps the compiler from eliding the read.
+      partial[t] = dot_f32(buf.data() + b, buf.data() + b, e - b);
+    });
+    benchmark::DoNotOptimize(partial.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(4e-9 * n, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+struct Shape {
+  int64_t rows, cols;
+};
+// Qwen2-1.5B FFN down (1536 x 8960) and up/gate (8960 x 1536); DeepSeek-V2-Lite routed expert
+// down (2048 x 1408) and gate/up (1408 x 2048).
+constexpr Shape kShapes[] = {{1536, 8960}, {8960, 1536}, {2048, 1408}, {1408, 2048}};
+
+void register_all() {
+  const DType types[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
+                         DType::F16,  DType::BF16, DType::F32,  DType::F8_E4M3};
+  for (int threads : {1, 2}) benchmark::RegisterBenchmark("BM_MemoryRead", BM_MemoryRead)->Arg(threads)->UseRealTime();
+  for (const DType t : types) {
+    for (const Shape s : kShapes) {
+      if (dtype_traits(t).block_elements == 256 && s.cols % 256) continue;  // 1408 = 5.5 x 256
+      const std::string name = std::string("Matvec/") + std::string(dtype_name(t));
+      for (int threads : {1, 2})
+        for (int isa : {-1, 1})
+          benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
+              ->Args({static_cast<int64_t>(t), s.rows, s.cols, 1, threads, isa})
+              ->UseRealTime()
+              ->MinTime(0.3);
+    }
+    for (int64_t T : {64, 512}) {
+      const Shape s = kShapes[0];
+      const std::string name = std::string("Matmul/") + std::string(dtype_name(t));
+      benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
+          ->Args({static_cast<int64_t>(t), s.rows, s.cols, T, 2, -1})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond)
+          ->MinTime(0.3);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sputnik
+
+int main(int argc, char** argv) {
+  sputnik::register_all();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
