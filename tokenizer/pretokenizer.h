@@ -66,8 +66,11 @@ Result<PreTokenizerStep> make_byte_level_step(bool add_prefix_space, bool use_re
 Result<PreTokenizerStep> make_digits_step(bool individual_digits);
 
 // The named pre-tokenizers of GGUF `tokenizer.ggml.pre` (llama.cpp's names), built as the
-// Sequence the model's tokenizer.json has. Sets ignore_merges for the Llama-3 style.
-Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore_merges);
+// Sequence the model's tokenizer.json has (which llama.cpp's regex lists only approximate for
+// deepseek-llm). Sets *ignore_merges for the Llama-3 style and *nfc where tokenizer.json has an
+// NFC normalizer (Qwen2).
+Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore_merges,
+                                           bool* nfc = nullptr);
 
 // GPT-2 byte <-> unicode mapping (openai/gpt-2 encoder.py bytes_to_unicode): printable bytes map
 // to themselves, the other 68 to U+0100 upwards, so every byte string is printable text.

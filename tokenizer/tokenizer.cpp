@@ -7,8 +7,8 @@
 //   3. each piece is mapped byte -> char (GPT-2 bytes_to_unicode) and merged by BPE rank
 //      (models/bpe/word.rs: lowest rank first, leftmost on ties).
 // Normalizers: none (DeepSeek: empty Sequence; SmolLM2, Llama-3: null) or NFC (Qwen2), run on
-// the text between non-normalized added tokens, as HF does. GGUF files carry no normalizer, and
-// llama.cpp runs none; neither do we for them.
+// the text between non-normalized added tokens, as HF does. GGUF files name no normalizer; we run
+// NFC for the Qwen2 pre-tokenizer names, as its tokenizer.json does (llama.cpp runs none).
 #include "tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -622,7 +622,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufFile& gguf) {
   if (gguf.has("tokenizer.ggml.pre")) {
     SPUTNIK_ASSIGN_OR_RETURN(pre, gguf.get_string("tokenizer.ggml.pre"));
   }
-  auto pre_tokenizer = tok::pre_tokenizer_by_name(pre, &impl->ignore_merges);
+  auto pre_tokenizer = tok::pre_tokenizer_by_name(pre, &impl->ignore_merges, &impl->nfc);
   if (!pre_tokenizer.ok()) return make_error("{}: {}", path, pre_tokenizer.message());
   impl->pre_tokenizer = std::move(pre_tokenizer).value();
 

