@@ -85,16 +85,21 @@ float fp8_decode(uint8_t b) {
                            : std::ldexp(1.0f + static_cast<float>(man) / 8.0f, exp - 7);
   return sign ? -v : v;
 }
-uint8_t fp8_encode(float x) {  // nearest of the 254 finite codes
-  uint8_t best = 0;
-  float best_err = INFINITY;
-  for (int b = 0; b < 256; ++b) {
-    const float v = fp8_decode(static_cast<uint8_t>(b));
-    if (std::isnan(v)) continue;
-    const float err = std::fabs(v - x);
-    if (err < best_err) best_err = err, best = static_cast<uint8_t>(b);
-  }
-  return best;
+uint8_t fp8_encode(float x) {  // nearest of the finite codes
+  static const std::vector<std::pair<float, uint8_t>> table = [] {
+    std::vector<std::pair<float, uint8_t>> t;
+    for (int b = 0; b < 256; ++b) {
+      const float v = fp8_decode(static_cast<uint8_t>(b));
+      if (!std::isnan(v)) t.push_back({v, static_cast<uint8_t>(b)});
+    }
+    std::sort(t.begin(), t.end());
+    return t;
+  }();
+  auto hi = std::lower_bound(table.begin(), table.end(), std::pair<float, uint8_t>{x, 0});
+  if (hi == table.end()) return table.back().second;
+  if (hi == table.begin()) return hi->second;
+  auto lo = std::prev(hi);
+  return x - lo->first <= hi->first - x ? lo->second : hi->second;
 }
 
 Checkpoint make_checkpoint(Variant variant, uint64_t seed) {
@@ -454,11 +459,16 @@ float max_abs(const std::vector<float>& v) {
   return m;
 }
 // max |a - b| / max |b|
+// max |a - b| / max |b|; infinite when either holds a NaN or b is all zeros (never a pass).
 float rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   float d = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
-  return d / std::max(max_abs(b), 1e-30f);
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
+    d = std::max(d, std::fabs(a[i] - b[i]));
+  }
+  const float scale = max_abs(b);
+  return scale > 0 ? d / scale : INFINITY;
 }
 
 std::vector<int32_t> some_tokens(size_t n, uint64_t seed, int64_t vocab) {
