@@ -488,7 +488,7 @@ const char* variant_name(Variant v) {
   return "?";
 }
 
-class DeepSeekVariant : public ::testing::TestWithParam<Variant> {
+class deepseek_tiny : public ::testing::TestWithParam<Variant> {
  protected:
   void SetUp() override {
     dir_ = temp_dir(variant_name(GetParam()));
@@ -505,7 +505,7 @@ class DeepSeekVariant : public ::testing::TestWithParam<Variant> {
 // that rounding.
 constexpr float kTol = 1e-4f;
 
-TEST_P(DeepSeekVariant, CachedDecodeEqualsFullForward) {
+TEST_P(deepseek_tiny, CachedDecodeEqualsFullForward) {
   auto m = load(dir_.string(), options());
   ASSERT_TRUE(m);
   const auto tokens = some_tokens(24, 7, m->info().vocab_size);
@@ -517,7 +517,7 @@ TEST_P(DeepSeekVariant, CachedDecodeEqualsFullForward) {
   EXPECT_LT(d, kTol);
 }
 
-TEST_P(DeepSeekVariant, NaiveMlaEqualsAbsorbed) {
+TEST_P(deepseek_tiny, NaiveMlaEqualsAbsorbed) {
   auto m = load(dir_.string(), options());
   ASSERT_TRUE(m);
   const auto tokens = some_tokens(20, 8, m->info().vocab_size);
@@ -545,7 +545,7 @@ TEST_P(DeepSeekVariant, NaiveMlaEqualsAbsorbed) {
   EXPECT_LT(d_mixed, kTol);
 }
 
-TEST_P(DeepSeekVariant, BatchOfThreeSequencesEqualsEachAlone) {
+TEST_P(deepseek_tiny, BatchOfThreeSequencesEqualsEachAlone) {
   auto m = load(dir_.string(), options(3));
   ASSERT_TRUE(m);
   const int64_t V = m->info().vocab_size;
@@ -581,7 +581,7 @@ TEST_P(DeepSeekVariant, BatchOfThreeSequencesEqualsEachAlone) {
   EXPECT_EQ(m->sequence_length(2), 13);
 }
 
-TEST_P(DeepSeekVariant, GgufMatchesSafetensors) {
+TEST_P(deepseek_tiny, GgufMatchesSafetensors) {
   if (GetParam() == Variant::V3Fp8) GTEST_SKIP() << "GGUF holds no FP8";
   auto st = load(dir_.string(), options());
   ASSERT_TRUE(st);
@@ -604,7 +604,7 @@ TEST_P(DeepSeekVariant, GgufMatchesSafetensors) {
   }
 }
 
-TEST_P(DeepSeekVariant, MtpCachedEqualsFull) {
+TEST_P(deepseek_tiny, MtpCachedEqualsFull) {
   auto m = load(dir_.string(), options());
   ASSERT_TRUE(m);
   const bool v3 = GetParam() == Variant::V3 || GetParam() == Variant::V3Fp8;
@@ -630,10 +630,10 @@ TEST_P(DeepSeekVariant, MtpCachedEqualsFull) {
   EXPECT_LT(d, kTol);
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, DeepSeekVariant, ::testing::Values(Variant::V2Lite, Variant::V2, Variant::V3, Variant::V3Fp8),
+INSTANTIATE_TEST_SUITE_P(variant, deepseek_tiny, ::testing::Values(Variant::V2Lite, Variant::V2, Variant::V3, Variant::V3Fp8),
                          [](const auto& info) { return std::string(variant_name(info.param)); });
 
-TEST(DeepSeek, Fp8CheckpointEqualsItsDequantisedF32) {
+TEST(deepseek, Fp8CheckpointEqualsItsDequantisedF32) {
   const Checkpoint ck = make_checkpoint(Variant::V3Fp8, 99);
   const fs::path dir = temp_dir("fp8_vs_f32");
   write_safetensors_dir(ck, dir / "fp8", true);
@@ -655,7 +655,7 @@ TEST(DeepSeek, Fp8CheckpointEqualsItsDequantisedF32) {
   fs::remove_all(dir);
 }
 
-TEST(DeepSeek, LoadModelDispatchesHfArchitectures) {
+TEST(deepseek, LoadModelDispatchesHfArchitectures) {
   for (Variant v : {Variant::V2Lite, Variant::V3}) {
     const fs::path dir = temp_dir(std::string("dispatch_") + variant_name(v));
     write_safetensors_dir(make_checkpoint(v, 3), dir, false);
@@ -679,7 +679,7 @@ DeepSeekConfig gate_config(DeepSeekTopkMethod method, DeepSeekScoreFunc f) {
   return c;
 }
 
-TEST(DeepSeekGate, V3SigmoidNoauxTcPicksGroupsByBiasedTopTwoButWeighsUnbiased) {
+TEST(deepseek_gate, V3SigmoidNoauxTcPicksGroupsByBiasedTopTwoButWeighsUnbiased) {
   DeepSeekConfig c = gate_config(DeepSeekTopkMethod::NoauxTc, DeepSeekScoreFunc::Sigmoid);
   c.norm_topk_prob = true;
   c.route_scale = 2.5f;
@@ -700,7 +700,7 @@ TEST(DeepSeekGate, V3SigmoidNoauxTcPicksGroupsByBiasedTopTwoButWeighsUnbiased) {
   EXPECT_FLOAT_EQ(w[1], 1.25f);
 }
 
-TEST(DeepSeekGate, V2GroupLimitedGreedyRanksGroupsByTheirBestExpert) {
+TEST(deepseek_gate, V2GroupLimitedGreedyRanksGroupsByTheirBestExpert) {
   DeepSeekConfig c = gate_config(DeepSeekTopkMethod::GroupLimitedGreedy, DeepSeekScoreFunc::Softmax);
   c.n_limited_groups = 1;
   c.route_scale = 16.0f;
@@ -719,7 +719,7 @@ TEST(DeepSeekGate, V2GroupLimitedGreedyRanksGroupsByTheirBestExpert) {
   EXPECT_NEAR(w[1], 16.0 * std::exp(-1.0) / z, 1e-5);
 }
 
-TEST(DeepSeekGate, V2GreedyIgnoresGroupsAndNeverRenormalises) {
+TEST(deepseek_gate, V2GreedyIgnoresGroupsAndNeverRenormalises) {
   DeepSeekConfig c = gate_config(DeepSeekTopkMethod::Greedy, DeepSeekScoreFunc::Softmax);
   const float logits[8] = {3.0f, 2.95f, 0, 0, 0, 0, 0, 0};  // both in group 0
   int32_t idx[2];
@@ -730,7 +730,7 @@ TEST(DeepSeekGate, V2GreedyIgnoresGroupsAndNeverRenormalises) {
   EXPECT_LT(w[0] + w[1], 1.0f);
 }
 
-TEST(DeepSeekGate, DroppedGroupsAreMinusInfinityNotZero) {
+TEST(deepseek_gate, DroppedGroupsAreMinusInfinityNotZero) {
   // With negative biased scores a zero-filled group would win over kept experts; model.py fills
   // -inf. Sigmoid(-10) + bias(-1) < 0 for every expert of kept groups.
   DeepSeekConfig c = gate_config(DeepSeekTopkMethod::NoauxTc, DeepSeekScoreFunc::Sigmoid);
@@ -745,7 +745,7 @@ TEST(DeepSeekGate, DroppedGroupsAreMinusInfinityNotZero) {
 
 // --- YaRN and sizes -------------------------------------------------------------------------------
 
-TEST(DeepSeek, YarnFrequenciesAndSoftmaxScaleOfV3) {
+TEST(deepseek, YarnFrequenciesAndSoftmaxScaleOfV3) {
   // DeepSeek-V3: qk_rope_head_dim 64, theta 10000, factor 40, original 4096, beta 32 / 1,
   // mscale_all_dim 1. find_correction_range -> (floor(10.47), ceil(22.51)) = (10, 23).
   DeepSeekConfig c;
@@ -769,7 +769,7 @@ TEST(DeepSeek, YarnFrequenciesAndSoftmaxScaleOfV3) {
   EXPECT_NEAR(deepseek_rope_freqs(c)[31], std::pow(10000.0, -62.0 / 64.0), 1e-9);
 }
 
-TEST(DeepSeek, MlaCacheBytesPerTokenForRealShapes) {
+TEST(deepseek, MlaCacheBytesPerTokenForRealShapes) {
   struct Shape {
     const char* name;
     int64_t layers, heads, kv_lora, nope, rope, v;
@@ -799,7 +799,7 @@ TEST(DeepSeek, MlaCacheBytesPerTokenForRealShapes) {
 
 // --- Errors ----------------------------------------------------------------------------------------
 
-TEST(DeepSeek, ErrorsNameTheFieldOrTensor) {
+TEST(deepseek, ErrorsNameTheFieldOrTensor) {
   const fs::path dir = temp_dir("errors");
   Checkpoint ck = make_checkpoint(Variant::V3, 5);
   ck.tensors.erase("model.layers.1.mlp.gate.e_score_correction_bias");
@@ -846,7 +846,7 @@ TEST(DeepSeek, ErrorsNameTheFieldOrTensor) {
 
 const std::string kFixtures = std::string(SPUTNIK_TEST_DATA) + "/deepseek/";
 
-class DeepSeekFixture : public ::testing::TestWithParam<std::string> {};
+class deepseek_fixture : public ::testing::TestWithParam<std::string> {};
 
 std::vector<float> tensor_f32(const SafetensorsCheckpoint& ck, const std::string& name) {
   auto t = ck.tensor(name);
@@ -867,7 +867,7 @@ std::vector<float> tensor_f32(const SafetensorsCheckpoint& ck, const std::string
 
 // Prefill P tokens then 16 cached decode steps, in each MLA mode, against the reference logits
 // at every position; the named activations of a full forward; rope frequencies and softmax scale.
-TEST_P(DeepSeekFixture, MatchesReference) {
+TEST_P(deepseek_fixture, MatchesReference) {
   const std::string dir = kFixtures + GetParam();
   if (!fs::exists(dir + "/reference.safetensors")) GTEST_SKIP() << dir << " not generated yet";
   auto ref = SafetensorsCheckpoint::open(dir + "/reference.safetensors");
@@ -934,7 +934,7 @@ TEST_P(DeepSeekFixture, MatchesReference) {
 }
 
 // The deepseek2 GGUF that llama.cpp's converter makes from the v2_lite fixture: same logits.
-TEST(DeepSeekFixtureGguf, V2LiteGgufMatchesSafetensors) {
+TEST(deepseek_fixture_gguf, V2LiteGgufMatchesSafetensors) {
   const std::string gguf = kFixtures + "v2_lite.gguf";
   if (!fs::exists(gguf)) GTEST_SKIP() << gguf << " not generated yet";
   auto ref = SafetensorsCheckpoint::open(kFixtures + "v2_lite/reference.safetensors");
@@ -960,7 +960,7 @@ TEST(DeepSeekFixtureGguf, V2LiteGgufMatchesSafetensors) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Reference, DeepSeekFixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8"));
+INSTANTIATE_TEST_SUITE_P(reference, deepseek_fixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8"));
 
 }  // namespace
 }  // namespace sputnik
