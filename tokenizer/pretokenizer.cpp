@@ -37,11 +37,26 @@ Result<Regex> Regex::compile(const std::string& pattern, bool literal) {
   return regex;
 }
 
+namespace {
+
+// One match block per thread, reused across calls (pcre2_match needs one; only the whole-match
+// pair of its ovector is read).
+pcre2_match_data* thread_match_data() {
+  struct Holder {
+    pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
+    ~Holder() { pcre2_match_data_free(data); }
+  };
+  thread_local Holder holder;
+  return holder.data;
+}
+
+}  // namespace
+
 void Regex::find_all(std::string_view subject,
                      std::vector<std::pair<size_t, size_t>>& matches) const {
   matches.clear();
   pcre2_code* code = code_->code;
-  pcre2_match_data* data = pcre2_match_data_create_from_pattern(code, nullptr);
+  pcre2_match_data* data = thread_match_data();
   const auto* text = reinterpret_cast<PCRE2_SPTR>(subject.data());
   size_t start = 0;
   while (start <= subject.size()) {
@@ -49,7 +64,7 @@ void Regex::find_all(std::string_view subject,
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // very long pieces: retry without JIT
       rc = pcre2_match(code, text, subject.size(), start, PCRE2_NO_JIT, data, nullptr);
     }
-    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH, or a resource limit: the rest stays one piece
+    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH, or a resource limit: the rest is one piece
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
     size_t begin = ovector[0], end = ovector[1];
     matches.emplace_back(begin, end);
@@ -61,7 +76,6 @@ void Regex::find_all(std::string_view subject,
       start = begin + utf8_decode(subject, begin, &cp);
     }
   }
-  pcre2_match_data_free(data);
 }
 
 namespace {
@@ -72,8 +86,9 @@ struct Span {
   bool is_match;
 };
 
-void split_piece(const PreTokenizerStep& step, const std::string& piece,
-                 std::vector<std::pair<size_t, size_t>>& scratch, std::vector<std::string>& out) {
+void split_piece(const PreTokenizerStep& step, std::string_view piece,
+                 std::vector<std::pair<size_t, size_t>>& scratch,
+                 std::vector<std::string_view>& out) {
   step.regex.find_all(piece, scratch);
   std::vector<Span> spans;
   size_t previous = 0;
@@ -87,6 +102,12 @@ void split_piece(const PreTokenizerStep& step, const std::string& piece,
     for (Span& span : spans) span.is_match = !span.is_match;
   }
 
+  if (step.behavior == SplitBehavior::Isolated) {  // the common case, without copying spans
+    for (const Span& span : spans) {
+      if (span.end > span.begin) out.push_back(piece.substr(span.begin, span.end - span.begin));
+    }
+    return;
+  }
   std::vector<Span> kept;
   switch (step.behavior) {
     case SplitBehavior::Isolated:
@@ -136,30 +157,40 @@ void split_piece(const PreTokenizerStep& step, const std::string& piece,
     }
   }
   for (const Span& span : kept) {
-    if (span.end > span.begin) out.emplace_back(piece.substr(span.begin, span.end - span.begin));
+    if (span.end > span.begin) out.push_back(piece.substr(span.begin, span.end - span.begin));
   }
 }
 
 }  // namespace
 
-std::vector<std::string> PreTokenizer::split(std::string_view text) const {
-  std::vector<std::string> pieces;
-  if (!text.empty()) pieces.emplace_back(text);
-  std::vector<std::string> next;
+void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& pieces,
+                         std::deque<std::string>& storage) const {
+  pieces.clear();
+  if (!text.empty()) pieces.push_back(text);
+  std::vector<std::string_view> next;
   std::vector<std::pair<size_t, size_t>> scratch;
   for (const PreTokenizerStep& step : steps_) {
     next.clear();
-    for (std::string& piece : pieces) {
-      if (step.add_prefix_space && piece.front() != ' ') piece.insert(piece.begin(), ' ');
+    for (std::string_view piece : pieces) {
+      if (step.add_prefix_space && piece.front() != ' ') {
+        storage.push_back(" " + std::string(piece));
+        piece = storage.back();
+      }
       if (step.has_regex) {
         split_piece(step, piece, scratch, next);
       } else {
-        next.push_back(std::move(piece));
+        next.push_back(piece);
       }
     }
     pieces.swap(next);
   }
-  return pieces;
+}
+
+std::vector<std::string> PreTokenizer::split(std::string_view text) const {
+  std::vector<std::string_view> views;
+  std::deque<std::string> storage;
+  split(text, views, storage);
+  return std::vector<std::string>(views.begin(), views.end());
 }
 
 Result<PreTokenizerStep> make_split_step(const std::string& pattern, SplitBehavior behavior,

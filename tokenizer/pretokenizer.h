@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -47,8 +48,11 @@ class PreTokenizer {
  public:
   void add(PreTokenizerStep step) { steps_.push_back(std::move(step)); }
   bool empty() const { return steps_.empty(); }
-  // Splits one text segment (the text between added tokens) into pieces, in order.
-  std::vector<std::string> split(std::string_view text) const;
+  // Splits one text segment (the text between added tokens) into pieces, in order. The pieces
+  // view `text`, or `storage` where a step changed them (ByteLevel's prefix space).
+  void split(std::string_view text, std::vector<std::string_view>& pieces,
+             std::deque<std::string>& storage) const;
+  std::vector<std::string> split(std::string_view text) const;  // copying form, for tests
 
  private:
   std::vector<PreTokenizerStep> steps_;

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <deque>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <queue>
 #include <sstream>
@@ -62,10 +63,19 @@ struct Tokenizer::Impl {
   tok::PreTokenizer pre_tokenizer;
 
   std::vector<AddedToken> added;
-  // Per pass (0: normalized=false, 1: normalized=true) and first byte: indices into `added`,
-  // longest content first.
-  std::array<std::array<std::vector<int32_t>, 256>, 2> added_by_first_byte;
+  // A byte trie of the added tokens, per pass (0: normalized=false, 1: normalized=true), for
+  // the longest match at a position.
+  struct TrieNode {
+    std::vector<std::pair<uint8_t, int32_t>> children;  // byte -> node
+    int32_t token = -1;                                 // index into `added` ending here
+  };
+  std::array<std::vector<TrieNode>, 2> tries;
   std::unordered_map<std::string, int32_t> added_ids;
+
+  // Piece -> ids cache (HF BPE keeps one too): text repeats the same words.
+  static constexpr size_t kCacheEntries = 1 << 16, kCachePieceBytes = 64;
+  mutable std::mutex cache_mutex;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
   std::vector<std::string> token_text;   // decoded bytes of each id
   std::vector<uint8_t> special_flags;    // 1 for special / control tokens
@@ -92,16 +102,23 @@ struct Tokenizer::Impl {
       special_flags[token.id] = token.special ? 1 : 0;
       added_ids.emplace(token.content, token.id);
       if (token.content.empty()) continue;
-      auto& bucket = added_by_first_byte[token.normalized ? 1 : 0]
-                                        [static_cast<uint8_t>(token.content[0])];
-      bucket.push_back(static_cast<int32_t>(i));
-    }
-    for (auto& pass : added_by_first_byte) {
-      for (auto& bucket : pass) {
-        std::stable_sort(bucket.begin(), bucket.end(), [this](int32_t a, int32_t b) {
-          return added[a].content.size() > added[b].content.size();
-        });
+      std::vector<TrieNode>& trie = tries[token.normalized ? 1 : 0];
+      if (trie.empty()) trie.emplace_back();
+      int32_t node = 0;
+      for (char c : token.content) {
+        auto byte = static_cast<uint8_t>(c);
+        int32_t child = -1;
+        for (auto [b, next] : trie[node].children) {
+          if (b == byte) child = next;
+        }
+        if (child < 0) {
+          child = static_cast<int32_t>(trie.size());
+          trie[node].children.emplace_back(byte, child);
+          trie.emplace_back();
+        }
+        node = child;
       }
+      if (trie[node].token < 0) trie[node].token = static_cast<int32_t>(i);  // first one wins
     }
     for (int b = 0; b < 256; ++b) {
       auto it = vocab.find(tok::byte_to_unicode(static_cast<uint8_t>(b)));
@@ -133,6 +150,28 @@ struct Tokenizer::Impl {
     return bytes;
   }
 
+  // The longest added token of `trie` that text[pos...] starts with, or null.
+  const AddedToken* longest_added(const std::vector<TrieNode>& trie, std::string_view text,
+                                  size_t pos) const {
+    if (trie.empty()) return nullptr;
+    const AddedToken* match = nullptr;
+    int32_t node = 0;
+    for (size_t i = pos; i < text.size(); ++i) {
+      auto byte = static_cast<uint8_t>(text[i]);
+      int32_t child = -1;
+      for (auto [b, next] : trie[node].children) {
+        if (b == byte) {
+          child = next;
+          break;
+        }
+      }
+      if (child < 0) break;
+      node = child;
+      if (trie[node].token >= 0) match = &added[trie[node].token];
+    }
+    return match;
+  }
+
   // Splits added tokens out of each text fragment, for one pass.
   void split_added(std::vector<Fragment>& fragments, int pass, bool parse_special) const {
     std::vector<Fragment> out;
@@ -145,14 +184,7 @@ struct Tokenizer::Impl {
       size_t emitted = 0;  // text before this offset is already in `out`
       size_t pos = 0;
       while (pos < text.size()) {
-        const auto& bucket = added_by_first_byte[pass][static_cast<uint8_t>(text[pos])];
-        const AddedToken* match = nullptr;
-        for (int32_t index : bucket) {
-          if (text.substr(pos).starts_with(added[index].content)) {
-            match = &added[index];
-            break;
-          }
-        }
+        const AddedToken* match = longest_added(tries[pass], text, pos);
         if (match == nullptr) {
           ++pos;
           continue;
@@ -181,8 +213,30 @@ struct Tokenizer::Impl {
     fragments.swap(out);
   }
 
-  // BPE over one pre-tokenized piece (HF models/bpe/model.rs tokenize_with_cache + word.rs).
+  // BPE over one pre-tokenized piece, through the cache.
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+    if (piece.size() > kCachePieceBytes) {
+      bpe(piece, out);
+      return;
+    }
+    std::string key(piece);
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      auto it = cache.find(key);
+      if (it != cache.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    size_t first = out.size();
+    bpe(piece, out);
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    if (cache.size() >= kCacheEntries) cache.clear();
+    cache.emplace(std::move(key), std::vector<int32_t>(out.begin() + first, out.end()));
+  }
+
+  // BPE over one pre-tokenized piece (HF models/bpe/model.rs tokenize_with_cache + word.rs).
+  void bpe(std::string_view piece, std::vector<int32_t>& out) const {
     if (ignore_merges) {
       std::string mapped;
       for (char c : piece) mapped += tok::byte_to_unicode(static_cast<uint8_t>(c));
@@ -267,14 +321,15 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
   }
   impl_->split_added(fragments, 1, parse_special);
   std::vector<int32_t> ids;
+  std::vector<std::string_view> pieces;
+  std::deque<std::string> storage;
   for (const Fragment& fragment : fragments) {
     if (fragment.id >= 0) {
       ids.push_back(fragment.id);
       continue;
     }
-    for (const std::string& piece : impl_->pre_tokenizer.split(fragment.text)) {
-      impl_->encode_piece(piece, ids);
-    }
+    impl_->pre_tokenizer.split(fragment.text, pieces, storage);
+    for (std::string_view piece : pieces) impl_->encode_piece(piece, ids);
   }
   return ids;
 }
