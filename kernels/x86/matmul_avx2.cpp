@@ -17,6 +17,9 @@
 namespace sputnik::avx2 {
 namespace {
 
+// fp16 -> f32 with F16C (one vcvtph2ps; exact, as fp16_to_f32).
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -92,7 +95,7 @@ struct FQ4_0 {
   static constexpr bool kHasMin = false, kSigned = false;
   static void load(const Block* b, __m256i& q, float& d, float&) {
     q = unpack_nibbles(b->qs);
-    d = fp16_to_f32(b->d);
+    d = h2f(b->d);
   }
 };
 struct FQ4_1 {
@@ -101,8 +104,8 @@ struct FQ4_1 {
   static constexpr bool kHasMin = true, kSigned = false;
   static void load(const Block* b, __m256i& q, float& d, float& m) {
     q = unpack_nibbles(b->qs);
-    d = fp16_to_f32(b->d);
-    m = fp16_to_f32(b->m);
+    d = h2f(b->d);
+    m = h2f(b->m);
   }
 };
 struct FQ5_0 {
@@ -111,7 +114,7 @@ struct FQ5_0 {
   static constexpr bool kHasMin = false, kSigned = false;
   static void load(const Block* b, __m256i& q, float& d, float&) {
     q = _mm256_or_si256(unpack_nibbles(b->qs), high_bits(b->qh));
-    d = fp16_to_f32(b->d);
+    d = h2f(b->d);
   }
 };
 struct FQ5_1 {
@@ -120,8 +123,8 @@ struct FQ5_1 {
   static constexpr bool kHasMin = true, kSigned = false;
   static void load(const Block* b, __m256i& q, float& d, float& m) {
     q = _mm256_or_si256(unpack_nibbles(b->qs), high_bits(b->qh));
-    d = fp16_to_f32(b->d);
-    m = fp16_to_f32(b->m);
+    d = h2f(b->d);
+    m = h2f(b->m);
   }
 };
 struct FQ8_0 {
@@ -130,7 +133,7 @@ struct FQ8_0 {
   static constexpr bool kHasMin = false, kSigned = true;
   static void load(const Block* b, __m256i& q, float& d, float&) {
     q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs));
-    d = fp16_to_f32(b->d);
+    d = h2f(b->d);
   }
 };
 
@@ -194,8 +197,8 @@ struct FQ4_K {
     unpack_k4_scales(b->scales, s.sc, s.mn);
     s.mins16 = _mm256_set_epi16(s.mn[7], s.mn[7], s.mn[6], s.mn[6], s.mn[5], s.mn[5], s.mn[4], s.mn[4], s.mn[3],
                                 s.mn[3], s.mn[2], s.mn[2], s.mn[1], s.mn[1], s.mn[0], s.mn[0]);
-    s.d = fp16_to_f32(b->d);
-    s.dmin = fp16_to_f32(b->dmin);
+    s.d = h2f(b->d);
+    s.dmin = h2f(b->dmin);
   }
   static void half(const State& s, int g, __m256i& q, __m256i& scale) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.b->qs + 32 * (g / 2)));
@@ -219,8 +222,8 @@ struct FQ5_K {
     s.mins16 = _mm256_set_epi16(s.mn[7], s.mn[7], s.mn[6], s.mn[6], s.mn[5], s.mn[5], s.mn[4], s.mn[4], s.mn[3],
                                 s.mn[3], s.mn[2], s.mn[2], s.mn[1], s.mn[1], s.mn[0], s.mn[0]);
     s.qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qh));
-    s.d = fp16_to_f32(b->d);
-    s.dmin = fp16_to_f32(b->dmin);
+    s.d = h2f(b->d);
+    s.dmin = h2f(b->dmin);
   }
   static void half(const State& s, int g, __m256i& q, __m256i& scale) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.b->qs + 32 * (g / 2)));
@@ -243,7 +246,7 @@ struct FQ6_K {
   static void prepare(const Block* b, State& s) {
     s.b = b;
     s.mins16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
-    s.d = fp16_to_f32(b->d);
+    s.d = h2f(b->d);
     s.dmin = 0;
   }
   static void half(const State& s, int g, __m256i& q, __m256i& scale) {
@@ -314,9 +317,8 @@ inline __m256 load_weights8(const uint8_t* row, int64_t c) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   } else {
     // e4m3 -> fp16 bits (see matmul_avx512.cpp); the caller folds in the factor 2^8.
-    const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
-    const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8),
-                                   _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7F)), 7));
+    const __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
+    const __m128i h = _mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16(static_cast<short>(0xBFFF)));
     return _mm256_cvtph_ps(h);
   }
 }
@@ -328,37 +330,37 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w.row(r0 + r);
-  const int64_t bs = w.scale_block, n_col_blocks = (cols + bs - 1) / bs;
-  const int64_t main = cols / 8 * 8;
-  for (int64_t c = 0; c < main; c += 8) {
-    __m256 wv[R];
-    for (int r = 0; r < R; ++r) {
-      wv[r] = load_weights8<TY>(rows[r], c);
-      if constexpr (TY == DType::F8_E4M3) {
-        const float s = w.scale ? w.scale[((r0 + r) / bs) * n_col_blocks + c / bs] : 1.0f;
-        wv[r] = _mm256_mul_ps(wv[r], _mm256_set1_ps(s * 256.0f));
+  // FP8: one scale per 128 x 128 block, looked up once per column block (see matmul_avx512.cpp).
+  const bool fp8 = TY == DType::F8_E4M3;
+  const int64_t bs = fp8 ? w.scale_block : cols;
+  const float* scale_row = fp8 && w.scale ? w.scale + (r0 / bs) * ((cols + bs - 1) / bs) : nullptr;
+  float tail[R][T] = {};
+  for (int64_t c0 = 0; c0 < cols; c0 += bs) {
+    const float sc = scale_row ? scale_row[c0 / bs] : 1.0f;
+    const __m256 s = _mm256_set1_ps(sc * 256.0f);
+    const int64_t c1 = std::min(cols, c0 + bs), main_end = c0 + (c1 - c0) / 8 * 8;
+    for (int64_t c = c0; c < main_end; c += 8) {
+      __m256 wv[R];
+      for (int r = 0; r < R; ++r) {
+        wv[r] = load_weights8<TY>(rows[r], c);
+        if constexpr (TY == DType::F8_E4M3) wv[r] = _mm256_mul_ps(wv[r], s);
+      }
+      for (int t = 0; t < T; ++t) {
+        const __m256 xv = _mm256_loadu_ps(x + t * cols + c);
+        for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
       }
     }
-    for (int t = 0; t < T; ++t) {
-      const __m256 xv = _mm256_loadu_ps(x + t * cols + c);
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
+    // Columns past the last multiple of 8 in this block: scalar, via the reference conversion.
+    for (int64_t c = main_end; c < c1; ++c)
+      for (int r = 0; r < R; ++r) {
+        float v;
+        ref::dequantize_row(TY, rows[r] + dtype_row_bytes(TY, c), &v, 1);
+        if constexpr (TY == DType::F8_E4M3) v *= sc;
+        for (int t = 0; t < T; ++t) tail[r][t] += v * x[t * cols + c];
+      }
   }
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) {
-      float s = hsum(acc[r][t]);
-      if (main < cols) {  // tail: scalar, through the reference dequantisation of the row
-        float tail[8];
-        for (int64_t c = main; c < cols; ++c) {
-          float v;
-          ref::dequantize_row(TY, rows[r] + dtype_row_bytes(TY, c), &v, 1);
-          if (TY == DType::F8_E4M3 && w.scale) v *= w.scale[((r0 + r) / bs) * n_col_blocks + c / bs];
-          tail[c - main] = v;
-        }
-        for (int64_t c = main; c < cols; ++c) s += tail[c - main] * x[t * cols + c];
-      }
-      y[t * y_stride + r] = s;
-    }
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]) + tail[r][t];
 }
 
 // --- Drivers -----------------------------------------------------------------------------------

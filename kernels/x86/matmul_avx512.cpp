@@ -26,6 +26,9 @@
 namespace sputnik::avx512 {
 namespace {
 
+// fp16 -> f32 with F16C (one vcvtph2ps; exact, as fp16_to_f32).
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
 // --- Activation quantisation (bit-identical to ref::quantize_activation) ------------------------
 
 // Blocks of 32. qs is padded to a whole number of 64-byte pairs; dvec holds, per pair of blocks,
@@ -219,8 +222,8 @@ struct FQ4_K {
     const __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(mn)));
     s.mins16 = _mm256_permutexvar_epi16(_mm256_set_epi16(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0),
                                         _mm256_castsi128_si256(m8));
-    s.d = fp16_to_f32(b->d);
-    s.dmin = fp16_to_f32(b->dmin);
+    s.d = h2f(b->d);
+    s.dmin = h2f(b->dmin);
   }
   static void chunk(const State& s, int c, __m512i& q, __m512i& scale) {
     const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.b->qs + 32 * c)));
@@ -247,8 +250,8 @@ struct FQ5_K {
     s.mins16 = _mm256_permutexvar_epi16(_mm256_set_epi16(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0),
                                         _mm256_castsi128_si256(m8));
     s.qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qh)));
-    s.d = fp16_to_f32(b->d);
-    s.dmin = fp16_to_f32(b->dmin);
+    s.d = h2f(b->d);
+    s.dmin = h2f(b->dmin);
   }
   static void chunk(const State& s, int c, __m512i& q, __m512i& scale) {
     const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.b->qs + 32 * c)));
@@ -274,7 +277,7 @@ struct FQ6_K {
     s.b = b;
     s.mins16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->scales)));
     s.sc16 = _mm512_castsi256_si512(s.mins16);
-    s.d = fp16_to_f32(b->d);
+    s.d = h2f(b->d);
     s.dmin = 0;
   }
   static void chunk(const State& s, int c, __m512i& q, __m512i& scale) {
@@ -352,12 +355,12 @@ inline __m512 load_weights16(const uint8_t* row, int64_t c, __mmask16 mask) {
   } else if constexpr (TY == DType::BF16) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, row + 2 * c)), 16));
   } else {
-    // e4m3 -> fp16 bits: sign to bit 15, exponent and mantissa shifted into fp16's fields; the
-    // bias difference (15 - 7) is a factor 2^-8 the caller folds into the block scale. Exact for
-    // every finite value, subnormals included. (NaN codes are not expected in weights.)
-    const __m256i b = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(mask, row + c));
-    const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8),
-                                      _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7F)), 7));
+    // e4m3 -> fp16 bits: sign-extend the byte and shift left 7, which puts exponent and mantissa
+    // into fp16's fields and a copy of the sign in bits 14 and 15; clear bit 14. The bias
+    // difference (15 - 7) is a factor 2^-8 the caller folds into the block scale. Exact for every
+    // finite value, subnormals included. (NaN codes are not expected in weights.)
+    const __m256i b = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(mask, row + c));
+    const __m256i h = _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF)));
     return _mm512_cvtph_ps(h);
   }
 }
@@ -369,21 +372,26 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w.row(r0 + r);
-  const int64_t bs = w.scale_block;
-  const int64_t n_col_blocks = (cols + bs - 1) / bs;
-  for (int64_t c = 0; c < cols; c += 16) {
-    const __mmask16 mask = cols - c >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (cols - c)) - 1);
-    __m512 wv[R];
-    for (int r = 0; r < R; ++r) {
-      wv[r] = load_weights16<TY>(rows[r], c, mask);
-      if constexpr (TY == DType::F8_E4M3) {
-        const float s = w.scale ? w.scale[((r0 + r) / bs) * n_col_blocks + c / bs] : 1.0f;
-        wv[r] = _mm512_mul_ps(wv[r], _mm512_set1_ps(s * 256.0f));
+  // FP8 weights carry one scale per 128 x 128 block: walk the columns block by block so the scale
+  // is looked up once per block (a 4-row tile never straddles a row block: r0 % 4 == 0).
+  const bool fp8 = TY == DType::F8_E4M3;
+  const int64_t bs = fp8 ? w.scale_block : cols;
+  const float* scale_row = fp8 && w.scale ? w.scale + (r0 / bs) * ((cols + bs - 1) / bs) : nullptr;
+  for (int64_t c0 = 0; c0 < cols; c0 += bs) {
+    __m512 s = _mm512_set1_ps(1.0f);
+    if constexpr (TY == DType::F8_E4M3) s = _mm512_set1_ps((scale_row ? scale_row[c0 / bs] : 1.0f) * 256.0f);
+    const int64_t c1 = std::min(cols, c0 + bs);
+    for (int64_t c = c0; c < c1; c += 16) {
+      const __mmask16 mask = c1 - c >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (c1 - c)) - 1);
+      __m512 wv[R];
+      for (int r = 0; r < R; ++r) {
+        wv[r] = load_weights16<TY>(rows[r], c, mask);
+        if constexpr (TY == DType::F8_E4M3) wv[r] = _mm512_mul_ps(wv[r], s);
       }
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + t * cols + c);
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+      for (int t = 0; t < T; ++t) {
+        const __m512 xv = _mm512_maskz_loadu_ps(mask, x + t * cols + c);
+        for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+      }
     }
   }
   for (int r = 0; r < R; ++r)
