@@ -619,6 +619,14 @@ void DeepSeekModel::block(const DeepSeekLayerWeights& w, int64_t l, DeepSeekKvCa
   tap("ffn_norm", l, s_.xb.data(), T, dim);
   if (w.is_moe) {
     deepseek_moe(c, w.moe, s_.xb.data(), T, s_.out.data(), s_, *pool_);
+    if (tap_) {
+      const int64_t k = c.n_activated_experts;
+      std::vector<float> ids(s_.expert_ids.begin(), s_.expert_ids.begin() + T * k);
+      tap("router_logits", l, s_.router.data(), T, c.n_routed_experts);
+      tap("topk_idx", l, ids.data(), T, k);
+      tap("topk_weight", l, s_.expert_weights.data(), T, k);
+      tap("routed_out", l, s_.moe_y.data(), T, dim);
+    }
   } else {
     deepseek_mlp(w.mlp, c.inter_dim, s_.xb.data(), T, s_.out.data(), s_, *pool_);
   }
@@ -685,6 +693,7 @@ Status DeepSeekModel::predict_next_next(std::span<const BatchToken> batch, const
       rms_norm(hidden + (start + t) * dim, m.hnorm.data(), c.norm_eps, dim, eh.data() + t * 2 * dim + dim);
     }
     matmul(m.eh_proj, eh.data(), T, s_.x.data(), *pool_);
+    tap("eh_out", c.n_layers, s_.x.data(), T, dim);
     block(m.block, c.n_layers, mtp_cache_[0], chunk);
     for (const BatchToken& b : chunk) mtp_seq_len_[b.seq] = std::max(mtp_seq_len_[b.seq], b.pos + 1);
     int64_t n = 0;

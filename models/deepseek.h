@@ -205,9 +205,12 @@ struct DeepSeekRunState {
 
 constexpr int64_t kDeepSeekMaxChunk = 256;
 
-// Called with every named intermediate (llama.cpp-style names: "attn_norm", "q", "attn",
-// "attn_out", "ffn_norm", "ffn_out", "l_out", "result_norm"), layer (-1: none) and its
-// rows x cols f32 values. For debugging against the reference's saved activations.
+// Called with every named intermediate, its layer (-1: none; n_layers: the MTP module) and its
+// rows x cols f32 values, for comparing with the reference's saved activations. Names, per
+// Block: "attn_norm", "q" (after rope), "kv_cache" (the rows cached: kv_norm(latent) | k_pe),
+// "attn" (before wo), "attn_out", "ffn_norm", MoE only: "router_logits", "topk_idx" (as
+// floats), "topk_weight", "routed_out"; then "ffn_out", "l_out". Also "result_norm" and, in
+// the MTP module, "eh_out".
 using DeepSeekTap = std::function<void(const std::string& name, int64_t layer, const float* data,
                                        int64_t rows, int64_t cols)>;
 

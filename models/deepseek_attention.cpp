@@ -159,6 +159,11 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
     deepseek_apply_rotary_emb(dst + r, cos, sin, rope);
   }
   tap("q", s.q.data(), T, H * qk);
+  if (ctx.tap && *ctx.tap) {  // the cache rows just written: kv_norm(latent) | k_pe
+    std::vector<float> rows(static_cast<size_t>(T * row));
+    for (int64_t t = 0; t < T; ++t) std::memcpy(rows.data() + t * row, cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos), sizeof(float) * row);
+    tap("kv_cache", rows.data(), T, row);
+  }
 
   // Tokens by sequence; each sequence takes the path config or cost picks.
   std::vector<int32_t> seqs;

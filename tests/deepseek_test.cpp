@@ -24,6 +24,7 @@
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
 #include "formats/safetensors.h"
+#include "kernels/kernels.h"
 #include "models/deepseek.h"
 #include "models/model.h"
 #include "models/weights.h"
@@ -897,29 +898,50 @@ TEST_P(deepseek_fixture, MatchesReference) {
   for (size_t i = 0; i < freqs.size(); ++i) EXPECT_NEAR(freqs[i], want_freqs[i], 1e-6f * want_freqs[i]) << i;
   EXPECT_NEAR(m->config().softmax_scale(), tensor_f32(*ref, "attn.softmax_scale")[0], 1e-6f);
 
-  // Named activations of one full forward (the reference's layer{i}.attn_out / ffn_out / out).
+  // Named activations of one full forward and of the MTP module (the reference's layer{l}.* and
+  // mtp.*; see tests/data/deepseek/README.md).
+  const DeepSeekConfig& c = m->config();
   std::map<std::string, std::vector<float>> taps;
   m->set_tap([&](const std::string& name, int64_t layer, const float* data, int64_t rows, int64_t cols) {
-    const std::string key = name == "result_norm" ? "final_norm"
-                            : name == "l_out"     ? fmt::format("layer{}.out", layer)
-                                                  : fmt::format("layer{}.{}", layer, name);
-    taps[key].assign(data, data + rows * cols);
+    const std::string prefix = layer == c.n_layers ? "mtp." : fmt::format("layer{}.", layer);
+    if (name == "result_norm") {
+      taps["final_norm"].assign(data, data + rows * cols);
+    } else if (name == "kv_cache") {  // kv_norm(latent) | k_pe
+      auto& latent = taps[prefix + "kv_latent"];
+      auto& k_pe = taps[prefix + "k_pe"];
+      latent.clear();
+      k_pe.clear();
+      for (int64_t t = 0; t < rows; ++t) {
+        latent.insert(latent.end(), data + t * cols, data + t * cols + c.kv_lora_rank);
+        k_pe.insert(k_pe.end(), data + t * cols + c.kv_lora_rank, data + (t + 1) * cols);
+      }
+    } else if (name == "router_logits") {  // -> router_scores: softmax or sigmoid
+      auto& scores = taps[prefix + "router_scores"];
+      scores.assign(data, data + rows * cols);
+      for (int64_t t = 0; t < rows; ++t) {
+        float* row = scores.data() + t * cols;
+        if (c.score_func == DeepSeekScoreFunc::Softmax) {
+          const float mx = *std::max_element(row, row + cols);
+          double z = 0;
+          for (int64_t e = 0; e < cols; ++e) z += std::exp(static_cast<double>(row[e] - mx));
+          for (int64_t e = 0; e < cols; ++e) row[e] = static_cast<float>(std::exp(static_cast<double>(row[e] - mx)) / z);
+        } else {
+          for (int64_t e = 0; e < cols; ++e) row[e] = 1.0f / (1.0f + std::exp(-row[e]));
+        }
+      }
+    } else {
+      taps[prefix + (name == "l_out" ? "out" : name)].assign(data, data + rows * cols);
+    }
   });
   std::vector<float> hidden;
   const auto full = run_full(*m, tokens, 0, &hidden);
-  m->set_tap(nullptr);
-  for (const std::string key : {"layer0.attn_out", "layer0.ffn_out", "layer0.out", "layer1.attn_out", "layer1.ffn_out",
-                                "layer1.out", "final_norm"}) {
-    ASSERT_TRUE(taps.count(key)) << key;
-    const float d = rel_diff(taps[key], tensor_f32(*ref, key));
-    EXPECT_LT(d, kTol) << key;
-  }
   const float d_full = rel_diff(full, want);
   std::printf("[fixture %s] one full forward vs reference: %.3g\n", GetParam().c_str(), d_full);
   EXPECT_LT(d_full, kTol);
 
   // MTP: h_i = final_norm(h) of position i and token i+1 -> logits of token i+2.
-  if (ref->has("mtp_logits")) {
+  const bool has_mtp = ref->has("mtp_logits");
+  if (has_mtp) {
     ASSERT_TRUE(m->has_mtp());
     const int64_t V = m->info().vocab_size;
     const size_t n = tokens.size() - 1;
@@ -930,6 +952,67 @@ TEST_P(deepseek_fixture, MatchesReference) {
     const float d = rel_diff(mtp, tensor_f32(*ref, "mtp_logits"));
     std::printf("[fixture %s] MTP logits vs reference: %.3g\n", GetParam().c_str(), d);
     EXPECT_LT(d, kTol);
+  }
+  m->set_tap(nullptr);
+
+  // Experts chosen: exactly, as sets (the reference sorts them by id), and their weights.
+  std::vector<std::string> prefixes = {"layer0.", "layer1."};
+  if (has_mtp) prefixes.push_back("mtp.");
+  for (const std::string& prefix : prefixes) {
+    std::vector<std::string> names = {"kv_latent", "k_pe", "attn_out", "ffn_out", "out"};
+    if (prefix != "layer0.") names.insert(names.end(), {"router_scores", "routed_out"});
+    if (prefix == "mtp.") names.push_back("eh_out");
+    float worst = 0;
+    for (const std::string& name : names) {
+      const std::string key = prefix + name;
+      ASSERT_TRUE(taps.count(key)) << key;
+      const float d = rel_diff(taps[key], tensor_f32(*ref, key));
+      worst = std::max(worst, d);
+      EXPECT_LT(d, kTol) << key;
+    }
+    if (prefix == "layer0.") {
+      std::printf("[fixture %s] %s activations: worst max|d|/max|ref| %.3g\n", GetParam().c_str(), prefix.c_str(), worst);
+      continue;
+    }
+    const int64_t k = c.n_activated_experts;
+    const std::vector<float> want_idx = tensor_f32(*ref, prefix + "topk_idx");
+    const std::vector<float> want_w = tensor_f32(*ref, prefix + "topk_weight");
+    const std::vector<float>& idx = taps[prefix + "topk_idx"];
+    const std::vector<float>& w = taps[prefix + "topk_weight"];
+    ASSERT_EQ(idx.size(), want_idx.size());
+    int64_t mismatched_rows = 0;
+    float dw = 0;
+    for (size_t t = 0; t * k < idx.size(); ++t) {
+      std::vector<std::pair<float, float>> ours;
+      for (int64_t i = 0; i < k; ++i) ours.push_back({idx[t * k + i], w[t * k + i]});
+      std::sort(ours.begin(), ours.end());
+      bool same = true;
+      for (int64_t i = 0; i < k; ++i) {
+        same = same && ours[i].first == want_idx[t * k + i];
+        dw = std::max(dw, std::fabs(ours[i].second - want_w[t * k + i]));
+      }
+      mismatched_rows += !same;
+    }
+    EXPECT_EQ(mismatched_rows, 0) << prefix << "topk_idx";
+    EXPECT_LT(dw, kTol) << prefix << "topk_weight";
+    std::printf("[fixture %s] %s activations: worst max|d|/max|ref| %.3g; experts differ in %lld rows; "
+                "weights max|d| %.3g\n",
+                GetParam().c_str(), prefix.c_str(), worst, static_cast<long long>(mismatched_rows), dw);
+  }
+  const float d_norm = rel_diff(taps["final_norm"], tensor_f32(*ref, "final_norm"));
+  EXPECT_LT(d_norm, kTol);
+
+  // FP8: one weight through the loader's view (scale attached) and dequantize_weight_row.
+  const std::string dequant = "dequant.model.layers.0.mlp.gate_proj.weight";
+  if (ref->has(dequant)) {
+    auto src = WeightSource::open(dir);
+    ASSERT_TRUE(src.ok()) << src.message();
+    auto w = (*src)->get("model.layers.0.mlp.gate_proj.weight", {c.inter_dim, c.dim});
+    ASSERT_TRUE(w.ok()) << w.message();
+    EXPECT_EQ(w->dtype, DType::F8_E4M3);
+    std::vector<float> got(static_cast<size_t>(w->numel()));
+    for (int64_t r = 0; r < w->rows(); ++r) dequantize_weight_row(*w, r, got.data() + r * w->cols());
+    EXPECT_EQ(rel_diff(got, tensor_f32(*ref, dequant)), 0.0f);
   }
 }
 
