@@ -7,6 +7,23 @@
 //
 // Files, split by concept: deepseek.cpp (config, weight table, Transformer, MTP),
 // deepseek_attention.cpp (YaRN rope, MLA naive and absorbed), deepseek_moe.cpp (MLP, Gate, MoE).
+//
+// Deliberate departures from model.py, each explained where it is made:
+//  - YaRN frequencies and the mscale^2 softmax factor are applied whenever rope_scaling is
+//    configured, not only when max_seq_len > original_seq_len (deepseek_rope_freqs).
+//  - Activations are f32 throughout (model.py runs bf16); routing is f32 in both.
+//  - The variant comes from config fields (topk_method, scoring_func, architectures), never
+//    from dim == 7168 as model.py decides whether Gate has a bias.
+// Known debts:
+//  - The MLA cache is f32 (kv_lora_rank + qk_rope_head_dim floats per token and layer); no
+//    bf16 / fp8 cache yet.
+//  - The naive path materialises K and V of every cached position of a sequence per layer:
+//    [end_pos, n_heads, qk_nope + v] floats (V3 at 4k context: 512 MiB). Auto only picks it
+//    when it costs fewer flops; blocking it over keys would bound the memory.
+//  - The absorbed path dequantises wkv_b row by row on each forward (as model.py calls
+//    weight_dequant on each forward) instead of a fused transposed matmul kernel.
+//  - GGUF files without expert_group_count (older converters) route without group limits,
+//    as llama.cpp does; HF checkpoints always carry n_group / topk_group.
 #pragma once
 
 #include <cstdint>
