@@ -2,6 +2,7 @@
 // tests/data/formats/*.gguf with the Python `gguf` package and records in expected.json what it
 // was told to write; the demo model's values were read with the same package.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -35,13 +36,23 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   write_bytes(path, bytes.data(), bytes.size());
 }
 
-// A fresh directory per test.
+// A fresh directory per test (and process, as several builds may run the suite at once).
 std::string temp_dir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   fs::path dir = fs::path(::testing::TempDir()) /
-                 (std::string("sputnik_gguf_") + info->test_suite_name() + "_" + info->name());
+                 (std::string("sputnik_gguf_") + info->test_suite_name() + "_" + info->name() + "_" +
+                  std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
+  // Removed when the test binary exits.
+  static struct Cleanup {
+    std::vector<fs::path> dirs;
+    ~Cleanup() {
+      std::error_code ec;
+      for (const fs::path& d : dirs) fs::remove_all(d, ec);
+    }
+  } cleanup;
+  cleanup.dirs.push_back(dir);
   return dir.string();
 }
 

@@ -2,6 +2,7 @@
 // package, plus hand-made headers for BF16 and F8_E4M3 that numpy cannot hold); expected.json
 // records what each file was given.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -38,9 +39,19 @@ void write_text(const std::string& path, const std::string& text) {
 std::string temp_dir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   fs::path dir = fs::path(::testing::TempDir()) /
-                 (std::string("sputnik_st_") + info->test_suite_name() + "_" + info->name());
+                 (std::string("sputnik_st_") + info->test_suite_name() + "_" + info->name() + "_" +
+                  std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
+  // Removed when the test binary exits.
+  static struct Cleanup {
+    std::vector<fs::path> dirs;
+    ~Cleanup() {
+      std::error_code ec;
+      for (const fs::path& d : dirs) fs::remove_all(d, ec);
+    }
+  } cleanup;
+  cleanup.dirs.push_back(dir);
   return dir.string();
 }
 
@@ -60,11 +71,11 @@ nlohmann::json expected(int index) {
 // A safetensors file from a header text and a data area (header padded with spaces to 8).
 std::vector<uint8_t> make_file(std::string header, const std::vector<uint8_t>& data) {
   while (header.size() % 8) header += ' ';
-  std::vector<uint8_t> out(8);
   const uint64_t n = header.size();
+  std::vector<uint8_t> out(8 + header.size() + data.size());
   std::memcpy(out.data(), &n, 8);
-  out.insert(out.end(), header.begin(), header.end());
-  out.insert(out.end(), data.begin(), data.end());
+  std::memcpy(out.data() + 8, header.data(), header.size());
+  if (!data.empty()) std::memcpy(out.data() + 8 + header.size(), data.data(), data.size());
   return out;
 }
 
