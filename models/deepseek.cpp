@@ -266,11 +266,7 @@ namespace {
 // {L} is the layer index (MTP modules: n_layers + k), {E} the expert. GGUF stacks the routed
 // experts of a layer in one 3-D tensor ({E} absent); llama.cpp's converter also splits kv_b into
 // attn_k_b (K part transposed per head) and attn_v_b, which HF never has.
-struct TensorName {
-  const char* ours;
-  const char* hf;
-  const char* gguf;
-};
+using TensorName = DeepSeekTensorName;
 constexpr TensorName kTensorNames[] = {
     {"embed", "model.embed_tokens.weight", "token_embd.weight"},
     {"norm", "model.norm.weight", "output_norm.weight"},
@@ -305,6 +301,12 @@ constexpr TensorName kTensorNames[] = {
     {"mtp.shared_head.norm", "model.layers.{L}.shared_head.norm.weight", "blk.{L}.nextn.shared_head_norm.weight"},
     {"mtp.shared_head.head", "model.layers.{L}.shared_head.head.weight", "blk.{L}.nextn.shared_head_head.weight"},
 };
+
+}  // namespace
+
+std::span<const DeepSeekTensorName> deepseek_tensor_names() { return kTensorNames; }
+
+namespace {
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);

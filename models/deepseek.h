@@ -125,6 +125,16 @@ std::vector<float> deepseek_rope_freqs(const DeepSeekConfig& config);
 
 // --- Weights (model.py module names; HF / GGUF names in deepseek.cpp's table) ---------------
 
+// One row of deepseek.cpp's weight-name table: our (model.py) name, the HF safetensors name, the
+// llama.cpp GGUF name; {L} is the layer, {E} the expert; null where a format has no such tensor.
+// Exposed for `sputnik quantize` (models/convert.cpp), which writes GGUF from HF names.
+struct DeepSeekTensorName {
+  const char* ours;
+  const char* hf;
+  const char* gguf;
+};
+std::span<const DeepSeekTensorName> deepseek_tensor_names();
+
 // A SwiGLU MLP: w2(silu(w1(x)) * w3(x)). Dense layers, shared experts and each routed expert.
 struct DeepSeekMlpWeights {
   TensorView w1;  // [inter, dim]  gate_proj / ffn_gate
