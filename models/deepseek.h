@@ -29,11 +29,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/result.h"
 #include "core/tensor.h"
@@ -67,8 +66,8 @@ struct DeepSeekConfig {
   int64_t n_dense_layers = 0;  // first_k_dense_replace
   int64_t moe_layer_freq = 1;  // HF: layer l is MoE iff l >= n_dense_layers && l % freq == 0
   int64_t n_heads = 0;
-  float norm_eps = 1e-6f;      // rms_norm_eps
-  int64_t max_seq_len = 0;     // max_position_embeddings (ModelInfo::n_ctx_train)
+  float norm_eps = 1e-6f;   // rms_norm_eps
+  int64_t max_seq_len = 0;  // max_position_embeddings (ModelInfo::n_ctx_train)
   // moe
   int64_t n_routed_experts = 0;
   int64_t n_shared_experts = 0;
@@ -77,10 +76,10 @@ struct DeepSeekConfig {
   int64_t n_limited_groups = 1;     // topk_group
   DeepSeekScoreFunc score_func = DeepSeekScoreFunc::Softmax;
   DeepSeekTopkMethod topk_method = DeepSeekTopkMethod::Greedy;
-  bool norm_topk_prob = false;      // renormalise the chosen weights (model.py: iff sigmoid)
-  float route_scale = 1.0f;         // routed_scaling_factor
+  bool norm_topk_prob = false;  // renormalise the chosen weights (model.py: iff sigmoid)
+  float route_scale = 1.0f;     // routed_scaling_factor
   // mla
-  int64_t q_lora_rank = 0;          // 0: no query compression (V2-Lite: q_lora_rank null)
+  int64_t q_lora_rank = 0;  // 0: no query compression (V2-Lite: q_lora_rank null)
   int64_t kv_lora_rank = 0;
   int64_t qk_nope_head_dim = 0;
   int64_t qk_rope_head_dim = 0;
@@ -92,10 +91,10 @@ struct DeepSeekConfig {
   int64_t original_seq_len = 4096;  // original_max_position_embeddings
   double beta_fast = 32.0;
   double beta_slow = 1.0;
-  double mscale = 1.0;              // rope_scaling.mscale (HF's cos/sin attenuation; see .cpp)
-  double mscale_all_dim = 1.0;      // rope_scaling.mscale_all_dim: model.py's args.mscale
+  double mscale = 1.0;          // rope_scaling.mscale (HF's cos/sin attenuation; see .cpp)
+  double mscale_all_dim = 1.0;  // rope_scaling.mscale_all_dim: model.py's args.mscale
   // mtp
-  int64_t n_mtp_layers = 0;         // num_nextn_predict_layers
+  int64_t n_mtp_layers = 0;  // num_nextn_predict_layers
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   int64_t kv_cache_row() const { return kv_lora_rank + qk_rope_head_dim; }  // floats/token/layer
@@ -113,7 +112,8 @@ struct DeepSeekConfig {
 
 // From an HF config.json (DeepseekV2ForCausalLM / DeepseekV3ForCausalLM); `where` names the file
 // in errors. The variant comes from architectures / scoring_func / topk_method only.
-Result<DeepSeekConfig> deepseek_config_from_json(const nlohmann::json& config, const std::string& where);
+Result<DeepSeekConfig> deepseek_config_from_json(const nlohmann::json& config,
+                                                 const std::string& where);
 // From the deepseek2.* metadata of a llama.cpp GGUF.
 Result<DeepSeekConfig> deepseek_config_from_gguf(const GgufFile& gguf, const std::string& where);
 
@@ -143,23 +143,23 @@ struct DeepSeekMlpWeights {
 };
 
 struct DeepSeekMoeWeights {
-  TensorView gate;                        // [n_routed_experts, dim]  Gate.weight
-  std::vector<float> gate_bias;           // [n_routed_experts]  e_score_correction_bias (NoauxTc)
+  TensorView gate;               // [n_routed_experts, dim]  Gate.weight
+  std::vector<float> gate_bias;  // [n_routed_experts]  e_score_correction_bias (NoauxTc)
   // Routed experts stacked per layer: [n_routed_experts] views of [moe_inter_dim, dim] (w1, w3)
   // and [dim, moe_inter_dim] (w2). GGUF: 2-D slices of ffn_*_exps; safetensors: one per tensor.
   std::vector<DeepSeekMlpWeights> experts;
-  DeepSeekMlpWeights shared_experts;      // inter = n_shared_experts * moe_inter_dim
+  DeepSeekMlpWeights shared_experts;  // inter = n_shared_experts * moe_inter_dim
 };
 
 struct DeepSeekLayerWeights {
   std::vector<float> attn_norm;  // [dim]
   // MLA
-  TensorView wq;                 // [n_heads*qk_head_dim, dim]           q_lora_rank == 0
-  TensorView wq_a;               // [q_lora_rank, dim]                   q_lora_rank > 0
-  std::vector<float> q_norm;     // [q_lora_rank]
-  TensorView wq_b;               // [n_heads*qk_head_dim, q_lora_rank]
-  TensorView wkv_a;              // [kv_lora_rank + qk_rope_head_dim, dim]
-  std::vector<float> kv_norm;    // [kv_lora_rank]
+  TensorView wq;               // [n_heads*qk_head_dim, dim]           q_lora_rank == 0
+  TensorView wq_a;             // [q_lora_rank, dim]                   q_lora_rank > 0
+  std::vector<float> q_norm;   // [q_lora_rank]
+  TensorView wq_b;             // [n_heads*qk_head_dim, q_lora_rank]
+  TensorView wkv_a;            // [kv_lora_rank + qk_rope_head_dim, dim]
+  std::vector<float> kv_norm;  // [kv_lora_rank]
   // wkv_b is [n_heads*(qk_nope_head_dim + v_head_dim), kv_lora_rank] (HF, older GGUFs). Newer
   // llama.cpp GGUFs split it: wk_b [n_heads, kv_lora_rank, qk_nope_head_dim] (K part, transposed
   // per head) and wv_b [n_heads, v_head_dim, kv_lora_rank]. split_kv_b says which one is set.
@@ -167,31 +167,31 @@ struct DeepSeekLayerWeights {
   TensorView wkv_b;
   TensorView wk_b;
   TensorView wv_b;
-  TensorView wo;                 // [dim, n_heads*v_head_dim]
+  TensorView wo;  // [dim, n_heads*v_head_dim]
   // FFN
-  std::vector<float> ffn_norm;   // [dim]
+  std::vector<float> ffn_norm;  // [dim]
   bool is_moe = false;
-  DeepSeekMlpWeights mlp;        // dense layers
-  DeepSeekMoeWeights moe;        // MoE layers
+  DeepSeekMlpWeights mlp;  // dense layers
+  DeepSeekMoeWeights moe;  // MoE layers
 };
 
 // The MTP module of V3 (layer index n_layers + k): h' = eh_proj([enorm(embed(t+1)); hnorm(h_t)]),
 // then a full Block, then shared_head (norm, head) gives the logits of token t+2.
 struct DeepSeekMtpWeights {
-  TensorView embed;                // [vocab, dim]  its own copy in HF checkpoints, else Transformer's
-  std::vector<float> enorm;        // [dim]
-  std::vector<float> hnorm;        // [dim]
-  TensorView eh_proj;              // [dim, 2*dim]
+  TensorView embed;          // [vocab, dim]  its own copy in HF checkpoints, else Transformer's
+  std::vector<float> enorm;  // [dim]
+  std::vector<float> hnorm;  // [dim]
+  TensorView eh_proj;        // [dim, 2*dim]
   DeepSeekLayerWeights block;
   std::vector<float> shared_head_norm;  // [dim]
   TensorView shared_head_head;          // [vocab, dim]
 };
 
 struct DeepSeekWeights {
-  TensorView embed;                // [vocab, dim]
+  TensorView embed;  // [vocab, dim]
   std::vector<DeepSeekLayerWeights> layers;
-  std::vector<float> norm;         // [dim]
-  TensorView head;                 // [vocab, dim]
+  std::vector<float> norm;              // [dim]
+  TensorView head;                      // [vocab, dim]
   std::vector<DeepSeekMtpWeights> mtp;  // [n_mtp_layers], empty when the checkpoint has none
 };
 
@@ -206,28 +206,28 @@ struct DeepSeekKvCache {
 
 // Activations of one chunk of T <= kDeepSeekMaxChunk tokens.
 struct DeepSeekRunState {
-  std::vector<float> x;          // [T, dim]  residual stream h
-  std::vector<float> xb;         // [T, dim]  normed input of attention / ffn
-  std::vector<float> out;        // [T, dim]  attention or ffn output, added to x
-  std::vector<float> q_a;        // [T, q_lora_rank]
-  std::vector<float> q;          // [T, n_heads, qk_head_dim]  q_nope | q_pe per head
-  std::vector<float> kv;         // [T, kv_lora_rank + qk_rope_head_dim]  wkv_a output
-  std::vector<float> attn;       // [T, n_heads, v_head_dim]  before wo
-  std::vector<float> q_latent;   // [T, n_heads, kv_lora_rank]  absorbed q_nope
-  std::vector<float> o_latent;   // [T, n_heads, kv_lora_rank]  absorbed attention output
-  std::vector<float> latent;     // [end_pos, kv_lora_rank]  one sequence's cached latents (naive)
-  std::vector<float> kv_full;    // [end_pos, n_heads, qk_nope_head_dim + v_head_dim] naive K, V
-  std::vector<float> scores;     // [n_threads, n_ctx]
+  std::vector<float> x;            // [T, dim]  residual stream h
+  std::vector<float> xb;           // [T, dim]  normed input of attention / ffn
+  std::vector<float> out;          // [T, dim]  attention or ffn output, added to x
+  std::vector<float> q_a;          // [T, q_lora_rank]
+  std::vector<float> q;            // [T, n_heads, qk_head_dim]  q_nope | q_pe per head
+  std::vector<float> kv;           // [T, kv_lora_rank + qk_rope_head_dim]  wkv_a output
+  std::vector<float> attn;         // [T, n_heads, v_head_dim]  before wo
+  std::vector<float> q_latent;     // [T, n_heads, kv_lora_rank]  absorbed q_nope
+  std::vector<float> o_latent;     // [T, n_heads, kv_lora_rank]  absorbed attention output
+  std::vector<float> latent;       // [end_pos, kv_lora_rank]  one sequence's cached latents (naive)
+  std::vector<float> kv_full;      // [end_pos, n_heads, qk_nope_head_dim + v_head_dim] naive K, V
+  std::vector<float> scores;       // [n_threads, n_ctx]
   std::vector<float> weight_rows;  // [n_threads, max(kv_lora_rank, ...)] dequantised weight rows
   std::vector<float> rope_cos, rope_sin;  // [T, qk_rope_head_dim/2]
   // ffn
-  std::vector<float> router;     // [T, n_routed_experts]
-  std::vector<int32_t> expert_ids;   // [T, n_activated_experts]
-  std::vector<float> expert_weights; // [T, n_activated_experts]
-  std::vector<float> expert_x;   // [T, dim]  rows routed to one expert
-  std::vector<float> expert_y;   // [T, dim]
-  std::vector<float> gate, up;   // [T, max inter]
-  std::vector<float> moe_y;      // [T, dim]
+  std::vector<float> router;          // [T, n_routed_experts]
+  std::vector<int32_t> expert_ids;    // [T, n_activated_experts]
+  std::vector<float> expert_weights;  // [T, n_activated_experts]
+  std::vector<float> expert_x;        // [T, dim]  rows routed to one expert
+  std::vector<float> expert_y;        // [T, dim]
+  std::vector<float> gate, up;        // [T, max inter]
+  std::vector<float> moe_y;           // [T, dim]
 };
 
 constexpr int64_t kDeepSeekMaxChunk = 256;
@@ -243,8 +243,8 @@ using DeepSeekTap = std::function<void(const std::string& name, int64_t layer, c
 
 class DeepSeekModel : public Model {
  public:
-  DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights, std::shared_ptr<WeightSource> source,
-                const LoadOptions& options, ModelInfo info);
+  DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights,
+                std::shared_ptr<WeightSource> source, const LoadOptions& options, ModelInfo info);
 
   const ModelInfo& info() const override { return info_; }
   Status forward(std::span<const BatchToken> batch, float* logits) override;
@@ -285,14 +285,14 @@ class DeepSeekModel : public Model {
   std::shared_ptr<WeightSource> source_;  // keeps the mmap alive
   ModelInfo info_;
   std::unique_ptr<ThreadPool> pool_;
-  std::vector<float> rope_freqs_;         // [qk_rope_head_dim/2]
+  std::vector<float> rope_freqs_;  // [qk_rope_head_dim/2]
   float softmax_scale_ = 0.0f;
   int64_t n_ctx_ = 0;
   int n_seq_max_ = 0;
-  std::vector<DeepSeekKvCache> cache_;    // [n_layers]
+  std::vector<DeepSeekKvCache> cache_;      // [n_layers]
   std::vector<DeepSeekKvCache> mtp_cache_;  // [n_mtp_layers]
-  std::vector<int32_t> seq_len_;          // [n_seq_max]
-  std::vector<int32_t> mtp_seq_len_;      // [n_seq_max]
+  std::vector<int32_t> seq_len_;            // [n_seq_max]
+  std::vector<int32_t> mtp_seq_len_;        // [n_seq_max]
   DeepSeekRunState s_;
   MlaPath mla_path_ = MlaPath::Auto;
   DeepSeekTap tap_;

@@ -32,7 +32,8 @@ std::vector<float> deepseek_rope_freqs(const DeepSeekConfig& c) {
   // find_correction_dim: the dimension whose wavelength makes `rotations` turns over the
   // original context.
   auto correction_dim = [&](double rotations) {
-    return dim * std::log(c.original_seq_len / (rotations * 2 * std::numbers::pi)) / (2 * std::log(base));
+    return dim * std::log(c.original_seq_len / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(base));
   };
   // find_correction_range
   const double low = std::max(std::floor(correction_dim(c.beta_fast)), 0.0);
@@ -40,7 +41,8 @@ std::vector<float> deepseek_rope_freqs(const DeepSeekConfig& c) {
   // linear_ramp_factor(low, high, dim // 2), then freqs / factor * (1 - smooth) + freqs * smooth
   if (low == high) high += 0.001;
   for (int64_t i = 0; i < dim / 2; ++i) {
-    const float ramp = std::clamp(static_cast<float>((static_cast<float>(i) - low) / (high - low)), 0.0f, 1.0f);
+    const float ramp =
+        std::clamp(static_cast<float>((static_cast<float>(i) - low) / (high - low)), 0.0f, 1.0f);
     const float smooth = 1.0f - ramp;
     freqs[i] = freqs[i] / static_cast<float>(c.rope_factor) * (1.0f - smooth) + freqs[i] * smooth;
   }
@@ -61,7 +63,9 @@ float DeepSeekConfig::softmax_scale() const {
 }
 
 float DeepSeekConfig::rope_mscale() const {
-  auto get_mscale = [&](double m) { return rope_factor <= 1.0 ? 1.0 : 0.1 * m * std::log(rope_factor) + 1.0; };
+  auto get_mscale = [&](double m) {
+    return rope_factor <= 1.0 ? 1.0 : 0.1 * m * std::log(rope_factor) + 1.0;
+  };
   if (!yarn) return 1.0f;
   return static_cast<float>(get_mscale(mscale) / get_mscale(mscale_all_dim));
 }
@@ -100,9 +104,12 @@ float* cache_row(const MlaContext& ctx, int32_t seq, int64_t pos) {
 //     both [*, r] (model.py: wkv_b.view(H, -1, r)[:, :nope] and [:, -v:]).
 //   split: wk_b [H, r, nope] holds K_h transposed (row c = latent index); wv_b [H, v, r] is V_h.
 int64_t v_row(const DeepSeekConfig& c, const DeepSeekLayerWeights& w, int64_t h, int64_t d) {
-  return w.split_kv_b ? h * c.v_head_dim + d : h * (c.qk_nope_head_dim + c.v_head_dim) + c.qk_nope_head_dim + d;
+  return w.split_kv_b ? h * c.v_head_dim + d
+                      : h * (c.qk_nope_head_dim + c.v_head_dim) + c.qk_nope_head_dim + d;
 }
-const TensorView& v_weight(const DeepSeekLayerWeights& w) { return w.split_kv_b ? w.wv_b : w.wkv_b; }
+const TensorView& v_weight(const DeepSeekLayerWeights& w) {
+  return w.split_kv_b ? w.wv_b : w.wkv_b;
+}
 
 // softmax(scores[0..n)) then out[0..dim) = sum_j p_j * values(j)
 template <typename RowFn>
@@ -151,7 +158,8 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
     }
     const float* cos = s.rope_cos.data() + t * half;
     const float* sin = s.rope_sin.data() + t * half;
-    for (int64_t h = 0; h < H; ++h) deepseek_apply_rotary_emb(s.q.data() + (t * H + h) * qk + nope, cos, sin, rope);
+    for (int64_t h = 0; h < H; ++h)
+      deepseek_apply_rotary_emb(s.q.data() + (t * H + h) * qk + nope, cos, sin, rope);
     // The cache row: kv_norm(kv) | k_pe (model.py's kv_cache and pe_cache).
     float* dst = cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos);
     rms_norm(s.kv.data() + t * row, w.kv_norm.data(), c.norm_eps, r, dst);
@@ -161,7 +169,9 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
   tap("q", s.q.data(), T, H * qk);
   if (ctx.tap && *ctx.tap) {  // the cache rows just written: kv_norm(latent) | k_pe
     std::vector<float> rows(static_cast<size_t>(T * row));
-    for (int64_t t = 0; t < T; ++t) std::memcpy(rows.data() + t * row, cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos), sizeof(float) * row);
+    for (int64_t t = 0; t < T; ++t)
+      std::memcpy(rows.data() + t * row, cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos),
+                  sizeof(float) * row);
     tap("kv_cache", rows.data(), T, row);
   }
 
@@ -180,9 +190,11 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
       idx.push_back(t);
       end_pos = std::max<int64_t>(end_pos, ctx.tokens[t].pos + 1);
     }
-    const bool naive = ctx.path == MlaPath::Naive ||
-                       (ctx.path == MlaPath::Auto && naive_cost(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)) <
-                                                         absorbed_cost(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)));
+    const bool naive =
+        ctx.path == MlaPath::Naive ||
+        (ctx.path == MlaPath::Auto &&
+         naive_cost(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)) <
+             absorbed_cost(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)));
     if (!naive) {
       absorbed.insert(absorbed.end(), idx.begin(), idx.end());
       continue;
@@ -191,23 +203,29 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
     // --- naive: kv = wkv_b(kv_norm(kv)) for every cached position; k_nope, v = split(kv) ---
     const int64_t kvd = nope + vd;  // per head: k_nope | v
     if (s.latent.size() < static_cast<size_t>(end_pos * r)) s.latent.resize(end_pos * r);
-    if (s.kv_full.size() < static_cast<size_t>(end_pos * H * kvd)) s.kv_full.resize(end_pos * H * kvd);
-    for (int64_t j = 0; j < end_pos; ++j) std::memcpy(s.latent.data() + j * r, cache_row(ctx, seq, j), sizeof(float) * r);
+    if (s.kv_full.size() < static_cast<size_t>(end_pos * H * kvd))
+      s.kv_full.resize(end_pos * H * kvd);
+    for (int64_t j = 0; j < end_pos; ++j)
+      std::memcpy(s.latent.data() + j * r, cache_row(ctx, seq, j), sizeof(float) * r);
     if (!w.split_kv_b) {
       matmul(w.wkv_b, s.latent.data(), end_pos, s.kv_full.data(), pool);  // [end, H, nope + v]
     } else {
       pool.parallel_for(H, [&](int64_t h, int thread) {
-        float* wrow = s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
+        float* wrow =
+            s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
         // k_nope[j, h, :] = sum_c latent[j, c] * wk_b[h, c, :]
-        for (int64_t j = 0; j < end_pos; ++j) std::fill_n(s.kv_full.data() + (j * H + h) * kvd, nope, 0.0f);
+        for (int64_t j = 0; j < end_pos; ++j)
+          std::fill_n(s.kv_full.data() + (j * H + h) * kvd, nope, 0.0f);
         for (int64_t ci = 0; ci < r; ++ci) {
           dequantize_weight_row(w.wk_b, h * r + ci, wrow);
-          for (int64_t j = 0; j < end_pos; ++j) axpy(s.latent[j * r + ci], wrow, nope, s.kv_full.data() + (j * H + h) * kvd);
+          for (int64_t j = 0; j < end_pos; ++j)
+            axpy(s.latent[j * r + ci], wrow, nope, s.kv_full.data() + (j * H + h) * kvd);
         }
         // v[j, h, :] = wv_b[h] @ latent[j]
         for (int64_t d = 0; d < vd; ++d) {
           dequantize_weight_row(w.wv_b, h * vd + d, wrow);
-          for (int64_t j = 0; j < end_pos; ++j) s.kv_full[(j * H + h) * kvd + nope + d] = dot_f32(wrow, s.latent.data() + j * r, r);
+          for (int64_t j = 0; j < end_pos; ++j)
+            s.kv_full[(j * H + h) * kvd + nope + d] = dot_f32(wrow, s.latent.data() + j * r, r);
         }
       });
     }
@@ -223,8 +241,9 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
         p[j] = (dot_f32(q, k_nope, nope) + dot_f32(q + nope, k_pe, rope)) * ctx.softmax_scale;
       }
       softmax(p, n_keys);
-      weighted_sum(p, n_keys, [&](int64_t j) { return s.kv_full.data() + (j * H + h) * kvd + nope; }, vd,
-                   s.attn.data() + (t * H + h) * vd);
+      weighted_sum(
+          p, n_keys, [&](int64_t j) { return s.kv_full.data() + (j * H + h) * kvd + nope; }, vd,
+          s.attn.data() + (t * H + h) * vd);
     });
   }
 
@@ -232,9 +251,11 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
     const int64_t A = static_cast<int64_t>(absorbed.size());
     // q_nope = einsum("bshd,hdc->bshc", q_nope, wkv_b[:, :nope])                [A, H, r]
     pool.parallel_for(H, [&](int64_t h, int thread) {
-      float* wrow = s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
+      float* wrow =
+          s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
       if (!w.split_kv_b) {
-        for (int64_t a = 0; a < A; ++a) std::fill_n(s.q_latent.data() + (absorbed[a] * H + h) * r, r, 0.0f);
+        for (int64_t a = 0; a < A; ++a)
+          std::fill_n(s.q_latent.data() + (absorbed[a] * H + h) * r, r, 0.0f);
         for (int64_t d = 0; d < nope; ++d) {
           dequantize_weight_row(w.wkv_b, h * (nope + vd) + d, wrow);
           for (int64_t a = 0; a < A; ++a) {
@@ -266,12 +287,14 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
         p[j] = (dot_f32(q_latent, kv, r) + dot_f32(q_pe, kv + r, rope)) * ctx.softmax_scale;
       }
       softmax(p, n_keys);
-      weighted_sum(p, n_keys, [&](int64_t j) { return cache_row(ctx, seq, j); }, r,
-                   s.o_latent.data() + (t * H + h) * r);
+      weighted_sum(
+          p, n_keys, [&](int64_t j) { return cache_row(ctx, seq, j); }, r,
+          s.o_latent.data() + (t * H + h) * r);
     });
     // x = einsum("bshc,hdc->bshd", x, wkv_b[:, -v_head_dim:])                       [A, H, v]
     pool.parallel_for(H, [&](int64_t h, int thread) {
-      float* wrow = s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
+      float* wrow =
+          s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
       for (int64_t d = 0; d < vd; ++d) {
         dequantize_weight_row(v_weight(w), v_row(c, w, h, d), wrow);
         for (int64_t a = 0; a < A; ++a) {

@@ -33,8 +33,8 @@ void topk(const float* v, int64_t n, int64_t k, int32_t* out) {
 }  // namespace
 
 // Gate.forward for one token.
-void deepseek_gate(const DeepSeekConfig& c, const float* logits, const float* bias, int32_t* indices,
-                   float* weights) {
+void deepseek_gate(const DeepSeekConfig& c, const float* logits, const float* bias,
+                   int32_t* indices, float* weights) {
   const int64_t E = c.n_routed_experts;
   // scores = softmax(logits) or sigmoid(logits), in f32
   std::vector<float> original(logits, logits + E);
@@ -67,7 +67,8 @@ void deepseek_gate(const DeepSeekConfig& c, const float* logits, const float* bi
     topk(group_scores.data(), G, c.n_limited_groups, kept.data());
     for (int64_t g = 0; g < G; ++g) {
       if (std::find(kept.begin(), kept.end(), g) != kept.end()) continue;
-      std::fill_n(scores.data() + g * per_group, per_group, -std::numeric_limits<float>::infinity());
+      std::fill_n(scores.data() + g * per_group, per_group,
+                  -std::numeric_limits<float>::infinity());
     }
   }
   // indices = topk(scores); weights = original_scores[indices]
@@ -112,10 +113,12 @@ void deepseek_moe(const DeepSeekConfig& c, const DeepSeekMoeWeights& w, const fl
     }
     if (rows.empty()) continue;
     const int64_t n = static_cast<int64_t>(rows.size());
-    for (int64_t i = 0; i < n; ++i) std::memcpy(s.expert_x.data() + i * dim, xb + rows[i] * dim, sizeof(float) * dim);
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(s.expert_x.data() + i * dim, xb + rows[i] * dim, sizeof(float) * dim);
     deepseek_mlp(w.experts[e], c.moe_inter_dim, s.expert_x.data(), n, s.expert_y.data(), s, pool);
     // y[idx] += expert(x[idx]) * weights[idx, top]
-    for (int64_t i = 0; i < n; ++i) axpy(row_weights[i], s.expert_y.data() + i * dim, dim, s.moe_y.data() + rows[i] * dim);
+    for (int64_t i = 0; i < n; ++i)
+      axpy(row_weights[i], s.expert_y.data() + i * dim, dim, s.moe_y.data() + rows[i] * dim);
   }
   // z = shared_experts(x); return y + z
   if (c.n_shared_experts == 0) {

@@ -7,6 +7,8 @@
 //    each alone, FP8 == the f32 checkpoint of its dequantised values, and GGUF (llama.cpp's
 //    deepseek2 layout, split attn_k_b/attn_v_b or fused attn_kv_b) == safetensors.
 //  - Units: Gate routing on hand-made scores, YaRN frequencies and softmax scale, cache size.
+#include "models/deepseek.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -16,16 +18,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
 #include "formats/safetensors.h"
 #include "kernels/kernels.h"
-#include "models/deepseek.h"
 #include "models/model.h"
 #include "models/weights.h"
 #include "tokenizer/tokenizer.h"
@@ -35,7 +35,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// --- Tiny checkpoints ------------------------------------------------------------------------------
+// --- Tiny checkpoints
+// ------------------------------------------------------------------------------
 
 enum class Variant { V2Lite, V2, V3, V3Fp8 };
 
@@ -131,8 +132,10 @@ Checkpoint make_checkpoint(Variant variant, uint64_t seed) {
   c["max_position_embeddings"] = 163840;
   c["tie_word_embeddings"] = false;
   const double mscale = v3 ? 1.0 : 0.707;
-  c["rope_scaling"] = {{"type", "yarn"}, {"factor", 40.0}, {"original_max_position_embeddings", 4096},
-                       {"beta_fast", 32}, {"beta_slow", 1}, {"mscale", mscale}, {"mscale_all_dim", mscale}};
+  c["rope_scaling"] = {
+      {"type", "yarn"},          {"factor", 40.0}, {"original_max_position_embeddings", 4096},
+      {"beta_fast", 32},         {"beta_slow", 1}, {"mscale", mscale},
+      {"mscale_all_dim", mscale}};
   if (variant == Variant::V2Lite) {
     c["topk_method"] = "greedy";
     c["scoring_func"] = "softmax";
@@ -158,8 +161,8 @@ Checkpoint make_checkpoint(Variant variant, uint64_t seed) {
   }
 
   Rng rng(seed);
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, float stddev, bool fp8 = false,
-                 float mean = 0.0f) {
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, float stddev,
+                 bool fp8 = false, float mean = 0.0f) {
     Tensor t;
     t.shape = shape;
     int64_t n = 1;
@@ -230,7 +233,8 @@ Checkpoint make_checkpoint(Variant variant, uint64_t seed) {
       for (int64_t bc = 0; bc < cols; bc += 128) {
         float amax = 0;
         for (int64_t r = br; r < std::min(rows, br + 128); ++r)
-          for (int64_t cc = bc; cc < std::min(cols, bc + 128); ++cc) amax = std::max(amax, std::fabs(t.values[r * cols + cc]));
+          for (int64_t cc = bc; cc < std::min(cols, bc + 128); ++cc)
+            amax = std::max(amax, std::fabs(t.values[r * cols + cc]));
         const float scale = amax / 448.0f;
         for (int64_t r = br; r < std::min(rows, br + 128); ++r)
           for (int64_t cc = bc; cc < std::min(cols, bc + 128); ++cc) {
@@ -249,10 +253,12 @@ void write_safetensors_dir(const Checkpoint& ck, const fs::path& dir, bool fp8) 
   std::ofstream(dir / "config.json") << ck.config.dump(2);
   nlohmann::json header = nlohmann::json::object();
   std::vector<uint8_t> data;
-  auto put = [&](const std::string& name, const std::string& dtype, const std::vector<int64_t>& shape,
-                 const void* bytes, size_t n) {
-    header[name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {data.size(), data.size() + n}}};
-    data.insert(data.end(), static_cast<const uint8_t*>(bytes), static_cast<const uint8_t*>(bytes) + n);
+  auto put = [&](const std::string& name, const std::string& dtype,
+                 const std::vector<int64_t>& shape, const void* bytes, size_t n) {
+    header[name] = {
+        {"dtype", dtype}, {"shape", shape}, {"data_offsets", {data.size(), data.size() + n}}};
+    data.insert(data.end(), static_cast<const uint8_t*>(bytes),
+                static_cast<const uint8_t*>(bytes) + n);
   };
   for (const auto& [name, t] : ck.tensors) {
     if (!(fp8 && t.fp8)) {
@@ -267,11 +273,14 @@ void write_safetensors_dir(const Checkpoint& ck, const fs::path& dir, bool fp8) 
       for (int64_t bc = 0; bc < scols; ++bc) {
         float amax = 0;
         for (int64_t r = br * 128; r < std::min(rows, br * 128 + 128); ++r)
-          for (int64_t cc = bc * 128; cc < std::min(cols, bc * 128 + 128); ++cc) amax = std::max(amax, std::fabs(t.values[r * cols + cc]));
+          for (int64_t cc = bc * 128; cc < std::min(cols, bc * 128 + 128); ++cc)
+            amax = std::max(amax, std::fabs(t.values[r * cols + cc]));
         scale[br * scols + bc] = amax / 448.0f;
       }
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t cc = 0; cc < cols; ++cc) q[r * cols + cc] = fp8_encode(t.values[r * cols + cc] / scale[(r / 128) * scols + cc / 128]);
+      for (int64_t cc = 0; cc < cols; ++cc)
+        q[r * cols + cc] =
+            fp8_encode(t.values[r * cols + cc] / scale[(r / 128) * scols + cc / 128]);
     put(name, "F8_E4M3", t.shape, q.data(), q.size());
     std::string scale_name = name;
     scale_name.replace(scale_name.size() - std::string("weight").size(), 6, "weight_scale_inv");
@@ -308,7 +317,8 @@ void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
   w.add_float32(p + "attention.layer_norm_rms_epsilon", c["rms_norm_eps"].get<float>());
   w.add_uint32(p + "leading_dense_block_count", c["first_k_dense_replace"].get<uint32_t>());
   w.add_uint32(p + "vocab_size", c["vocab_size"].get<uint32_t>());
-  if (!c["q_lora_rank"].is_null()) w.add_uint32(p + "attention.q_lora_rank", c["q_lora_rank"].get<uint32_t>());
+  if (!c["q_lora_rank"].is_null())
+    w.add_uint32(p + "attention.q_lora_rank", c["q_lora_rank"].get<uint32_t>());
   w.add_uint32(p + "attention.kv_lora_rank", static_cast<uint32_t>(r));
   w.add_uint32(p + "attention.key_length", static_cast<uint32_t>(r + rope));
   w.add_uint32(p + "attention.value_length", static_cast<uint32_t>(r));
@@ -327,10 +337,12 @@ void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
   const nlohmann::json& rs = c["rope_scaling"];
   w.add_string(p + "rope.scaling.type", "yarn");
   w.add_float32(p + "rope.scaling.factor", rs["factor"].get<float>());
-  w.add_uint32(p + "rope.scaling.original_context_length", rs["original_max_position_embeddings"].get<uint32_t>());
+  w.add_uint32(p + "rope.scaling.original_context_length",
+               rs["original_max_position_embeddings"].get<uint32_t>());
   w.add_float32(p + "rope.scaling.yarn_log_multiplier", 0.1f * rs["mscale_all_dim"].get<float>());
 
-  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float> values) {
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape,
+                    std::vector<float> values) {
     std::vector<uint8_t> bytes(values.size() * 4);
     std::memcpy(bytes.data(), values.data(), bytes.size());
     w.add_tensor(name, DType::F32, shape, std::move(bytes));
@@ -343,7 +355,8 @@ void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
   copy("output_norm.weight", "model.norm.weight");
   copy("output.weight", "lm_head.weight");
   for (int64_t l = 0; l < L; ++l) {
-    const std::string hf = "model.layers." + std::to_string(l) + ".", g = "blk." + std::to_string(l) + ".";
+    const std::string hf = "model.layers." + std::to_string(l) + ".",
+                      g = "blk." + std::to_string(l) + ".";
     copy(g + "attn_norm.weight", hf + "input_layernorm.weight");
     if (c["q_lora_rank"].is_null()) {
       copy(g + "attn_q.weight", hf + "self_attn.q_proj.weight");
@@ -357,12 +370,15 @@ void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
     const Tensor& kv_b = ck.tensors.at(hf + "self_attn.kv_b_proj.weight");  // [H*(nope+v), r]
     if (split_kv_b) {
       // kv_b.view(H, nope + v, r); k_b = kv_b[:, :nope].transpose(1, 2); v_b = kv_b[:, nope:]
-      std::vector<float> k_b(static_cast<size_t>(H * r * nope)), v_b(static_cast<size_t>(H * v * r));
+      std::vector<float> k_b(static_cast<size_t>(H * r * nope)),
+          v_b(static_cast<size_t>(H * v * r));
       for (int64_t h = 0; h < H; ++h) {
         for (int64_t dd = 0; dd < nope; ++dd)
-          for (int64_t ci = 0; ci < r; ++ci) k_b[(h * r + ci) * nope + dd] = kv_b.values[(h * (nope + v) + dd) * r + ci];
+          for (int64_t ci = 0; ci < r; ++ci)
+            k_b[(h * r + ci) * nope + dd] = kv_b.values[(h * (nope + v) + dd) * r + ci];
         for (int64_t dd = 0; dd < v; ++dd)
-          for (int64_t ci = 0; ci < r; ++ci) v_b[(h * v + dd) * r + ci] = kv_b.values[(h * (nope + v) + nope + dd) * r + ci];
+          for (int64_t ci = 0; ci < r; ++ci)
+            v_b[(h * v + dd) * r + ci] = kv_b.values[(h * (nope + v) + nope + dd) * r + ci];
       }
       tensor(g + "attn_k_b.weight", {H, r, nope}, k_b);
       tensor(g + "attn_v_b.weight", {H, v, r}, v_b);
@@ -379,11 +395,14 @@ void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
     }
     copy(g + "ffn_gate_inp.weight", hf + "mlp.gate.weight");
     if (v3) copy(g + "exp_probs_b.bias", hf + "mlp.gate.e_score_correction_bias");
-    for (const auto& [hf_w, g_w] : {std::pair{"gate_proj", "ffn_gate_exps"}, {"up_proj", "ffn_up_exps"}, {"down_proj", "ffn_down_exps"}}) {
+    for (const auto& [hf_w, g_w] : {std::pair{"gate_proj", "ffn_gate_exps"},
+                                    {"up_proj", "ffn_up_exps"},
+                                    {"down_proj", "ffn_down_exps"}}) {
       std::vector<float> stacked;
       std::vector<int64_t> shape;
       for (int64_t e = 0; e < E; ++e) {
-        const Tensor& t = ck.tensors.at(hf + "mlp.experts." + std::to_string(e) + "." + hf_w + ".weight");
+        const Tensor& t =
+            ck.tensors.at(hf + "mlp.experts." + std::to_string(e) + "." + hf_w + ".weight");
         stacked.insert(stacked.end(), t.values.begin(), t.values.end());
         shape = {E, t.shape[0], t.shape[1]};
       }
@@ -398,7 +417,8 @@ void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
 }
 
 fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("sputnik_deepseek_" + std::to_string(::getpid()) + "_" + name);
+  fs::path p =
+      fs::temp_directory_path() / ("sputnik_deepseek_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
@@ -425,13 +445,15 @@ std::unique_ptr<DeepSeekModel> load(const std::string& path, const LoadOptions& 
   return std::unique_ptr<DeepSeekModel>(static_cast<DeepSeekModel*>(model->release()));
 }
 
-// --- Running --------------------------------------------------------------------------------------
+// --- Running
+// --------------------------------------------------------------------------------------
 
 // All tokens of one sequence in one batch, logits for each: [n, vocab].
 std::vector<float> run_full(DeepSeekModel& m, const std::vector<int32_t>& tokens, int32_t seq = 0,
                             std::vector<float>* hidden = nullptr) {
   std::vector<BatchToken> batch;
-  for (size_t i = 0; i < tokens.size(); ++i) batch.push_back({tokens[i], static_cast<int32_t>(i), seq, true});
+  for (size_t i = 0; i < tokens.size(); ++i)
+    batch.push_back({tokens[i], static_cast<int32_t>(i), seq, true});
   std::vector<float> logits(tokens.size() * m.info().vocab_size);
   if (hidden) hidden->resize(tokens.size() * m.config().dim);
   const Status st = m.forward_hidden(batch, logits.data(), hidden ? hidden->data() : nullptr);
@@ -440,11 +462,13 @@ std::vector<float> run_full(DeepSeekModel& m, const std::vector<int32_t>& tokens
 }
 
 // Prefill of n_prefill tokens, then one forward per remaining token.
-std::vector<float> run_cached(DeepSeekModel& m, const std::vector<int32_t>& tokens, size_t n_prefill) {
+std::vector<float> run_cached(DeepSeekModel& m, const std::vector<int32_t>& tokens,
+                              size_t n_prefill) {
   const int64_t V = m.info().vocab_size;
   std::vector<float> logits(tokens.size() * V);
   std::vector<BatchToken> batch;
-  for (size_t i = 0; i < n_prefill; ++i) batch.push_back({tokens[i], static_cast<int32_t>(i), 0, true});
+  for (size_t i = 0; i < n_prefill; ++i)
+    batch.push_back({tokens[i], static_cast<int32_t>(i), 0, true});
   EXPECT_TRUE(m.forward(batch, logits.data()).ok());
   for (size_t i = n_prefill; i < tokens.size(); ++i) {
     BatchToken b{tokens[i], static_cast<int32_t>(i), 0, true};
@@ -481,10 +505,14 @@ std::vector<int32_t> some_tokens(size_t n, uint64_t seed, int64_t vocab) {
 
 const char* variant_name(Variant v) {
   switch (v) {
-    case Variant::V2Lite: return "v2_lite";
-    case Variant::V2: return "v2";
-    case Variant::V3: return "v3";
-    case Variant::V3Fp8: return "v3_fp8";
+    case Variant::V2Lite:
+      return "v2_lite";
+    case Variant::V2:
+      return "v2";
+    case Variant::V3:
+      return "v3";
+    case Variant::V3Fp8:
+      return "v3_fp8";
   }
   return "?";
 }
@@ -514,7 +542,8 @@ TEST_P(deepseek_tiny, CachedDecodeEqualsFullForward) {
   m->truncate_sequence(0, 0);
   const auto cached = run_cached(*m, tokens, 8);
   const float d = rel_diff(cached, full);
-  std::printf("[%s] prefill 8 + 16 decode vs full forward: max|d|/max|logit| = %.3g\n", variant_name(GetParam()), d);
+  std::printf("[%s] prefill 8 + 16 decode vs full forward: max|d|/max|logit| = %.3g\n",
+              variant_name(GetParam()), d);
   EXPECT_LT(d, kTol);
 }
 
@@ -535,7 +564,8 @@ TEST_P(deepseek_tiny, BatchLongerThanAChunkEqualsShortBatches) {
     ASSERT_TRUE(m->forward(batch, pieces.data() + start * V).ok());
   }
   const float d = rel_diff(pieces, full);
-  std::printf("[%s] 300-token batch (2 chunks) vs 3 batches of 100: %.3g\n", variant_name(GetParam()), d);
+  std::printf("[%s] 300-token batch (2 chunks) vs 3 batches of 100: %.3g\n",
+              variant_name(GetParam()), d);
   EXPECT_LT(d, kTol);
 }
 
@@ -561,8 +591,8 @@ TEST_P(deepseek_tiny, NaiveMlaEqualsAbsorbed) {
   ASSERT_TRUE(m->forward(rest, mixed.data()).ok());
   const std::vector<float> naive_tail(naive.end() - static_cast<long>(mixed.size()), naive.end());
   const float d = rel_diff(absorbed, naive), d_mixed = rel_diff(mixed, naive_tail);
-  std::printf("[%s] absorbed vs naive MLA: %.3g; naive prefill + absorbed decode: %.3g\n", variant_name(GetParam()), d,
-              d_mixed);
+  std::printf("[%s] absorbed vs naive MLA: %.3g; naive prefill + absorbed decode: %.3g\n",
+              variant_name(GetParam()), d, d_mixed);
   EXPECT_LT(d, kTol);
   EXPECT_LT(d_mixed, kTol);
 }
@@ -571,7 +601,8 @@ TEST_P(deepseek_tiny, BatchOfThreeSequencesEqualsEachAlone) {
   auto m = load(dir_.string(), options(3));
   ASSERT_TRUE(m);
   const int64_t V = m->info().vocab_size;
-  const std::vector<std::vector<int32_t>> prompts = {some_tokens(9, 1, V), some_tokens(5, 2, V), some_tokens(13, 3, V)};
+  const std::vector<std::vector<int32_t>> prompts = {some_tokens(9, 1, V), some_tokens(5, 2, V),
+                                                     some_tokens(13, 3, V)};
   std::vector<std::vector<float>> alone;
   for (const auto& p : prompts) {
     alone.push_back(run_full(*m, p));
@@ -596,7 +627,8 @@ TEST_P(deepseek_tiny, BatchOfThreeSequencesEqualsEachAlone) {
     std::vector<float> ref(alone[s].begin() + i * V, alone[s].begin() + (i + 1) * V);
     d = std::max(d, rel_diff(row, ref));
   }
-  std::printf("[%s] batch of 3 interleaved sequences vs each alone: %.3g\n", variant_name(GetParam()), d);
+  std::printf("[%s] batch of 3 interleaved sequences vs each alone: %.3g\n",
+              variant_name(GetParam()), d);
   EXPECT_LT(d, kTol);
   EXPECT_EQ(m->sequence_length(0), 9);
   EXPECT_EQ(m->sequence_length(1), 5);
@@ -620,7 +652,8 @@ TEST_P(deepseek_tiny, GgufMatchesSafetensors) {
       g->truncate_sequence(0, 0);
       const float d = rel_diff(run_full(*g, tokens), ref);
       std::printf("[%s] GGUF (%s kv_b, %s) vs safetensors: %.3g\n", variant_name(GetParam()),
-                  split ? "split attn_k_b/attn_v_b" : "fused attn_kv_b", p == MlaPath::Naive ? "naive" : "absorbed", d);
+                  split ? "split attn_k_b/attn_v_b" : "fused attn_kv_b",
+                  p == MlaPath::Naive ? "naive" : "absorbed", d);
       EXPECT_LT(d, kTol);
     }
   }
@@ -645,14 +678,18 @@ TEST_P(deepseek_tiny, MtpCachedEqualsFull) {
   EXPECT_EQ(m->mtp_sequence_length(0), static_cast<int32_t>(n));
   m->truncate_sequence(0, 0);
   for (size_t t = 0; t < n; ++t) {
-    ASSERT_TRUE(m->predict_next_next(std::span(&batch[t], 1), hidden.data() + t * dim, step.data() + t * V).ok());
+    ASSERT_TRUE(
+        m->predict_next_next(std::span(&batch[t], 1), hidden.data() + t * dim, step.data() + t * V)
+            .ok());
   }
   const float d = rel_diff(step, full);
   std::printf("[%s] MTP one step at a time vs all at once: %.3g\n", variant_name(GetParam()), d);
   EXPECT_LT(d, kTol);
 }
 
-INSTANTIATE_TEST_SUITE_P(variant, deepseek_tiny, ::testing::Values(Variant::V2Lite, Variant::V2, Variant::V3, Variant::V3Fp8),
+INSTANTIATE_TEST_SUITE_P(variant, deepseek_tiny,
+                         ::testing::Values(Variant::V2Lite, Variant::V2, Variant::V3,
+                                           Variant::V3Fp8),
                          [](const auto& info) { return std::string(variant_name(info.param)); });
 
 TEST(deepseek, Fp8CheckpointEqualsItsDequantisedF32) {
@@ -688,7 +725,8 @@ TEST(deepseek, LoadModelDispatchesHfArchitectures) {
   }
 }
 
-// --- Gate ------------------------------------------------------------------------------------------
+// --- Gate
+// ------------------------------------------------------------------------------------------
 
 DeepSeekConfig gate_config(DeepSeekTopkMethod method, DeepSeekScoreFunc f) {
   DeepSeekConfig c;
@@ -723,7 +761,8 @@ TEST(deepseek_gate, V3SigmoidNoauxTcPicksGroupsByBiasedTopTwoButWeighsUnbiased) 
 }
 
 TEST(deepseek_gate, V2GroupLimitedGreedyRanksGroupsByTheirBestExpert) {
-  DeepSeekConfig c = gate_config(DeepSeekTopkMethod::GroupLimitedGreedy, DeepSeekScoreFunc::Softmax);
+  DeepSeekConfig c =
+      gate_config(DeepSeekTopkMethod::GroupLimitedGreedy, DeepSeekScoreFunc::Softmax);
   c.n_limited_groups = 1;
   c.route_scale = 16.0f;
   // Group maxima: g0 3.0, g1 2.9, g2 2.8, g3 1.0 -> only g0 is kept, so its weak expert 1 is
@@ -765,7 +804,8 @@ TEST(deepseek_gate, DroppedGroupsAreMinusInfinityNotZero) {
   for (int32_t i : idx) EXPECT_LT(i, 4);
 }
 
-// --- YaRN and sizes -------------------------------------------------------------------------------
+// --- YaRN and sizes
+// -------------------------------------------------------------------------------
 
 TEST(deepseek, YarnFrequenciesAndSoftmaxScaleOfV3) {
   // DeepSeek-V3: qk_rope_head_dim 64, theta 10000, factor 40, original 4096, beta 32 / 1,
@@ -796,16 +836,18 @@ TEST(deepseek, MlaCacheBytesPerTokenForRealShapes) {
     const char* name;
     int64_t layers, heads, kv_lora, nope, rope, v;
   };
-  for (const Shape& s : {Shape{"V2-Lite", 27, 16, 512, 128, 64, 128}, Shape{"V2", 60, 128, 512, 128, 64, 128},
-                         Shape{"V3/R1", 61, 128, 512, 128, 64, 128}}) {
+  for (const Shape& s :
+       {Shape{"V2-Lite", 27, 16, 512, 128, 64, 128}, Shape{"V2", 60, 128, 512, 128, 64, 128},
+        Shape{"V3/R1", 61, 128, 512, 128, 64, 128}}) {
     DeepSeekConfig c;
     c.n_layers = s.layers;
     c.kv_lora_rank = s.kv_lora;
     c.qk_rope_head_dim = s.rope;
     const int64_t mla = c.n_layers * c.kv_cache_row() * 4;
     const int64_t mha = s.layers * s.heads * (s.nope + s.rope + s.v) * 4;
-    std::printf("%-8s MLA cache %7lld B/token f32 vs per-head K/V %9lld B/token: %.1fx smaller\n", s.name,
-                static_cast<long long>(mla), static_cast<long long>(mha), static_cast<double>(mha) / mla);
+    std::printf("%-8s MLA cache %7lld B/token f32 vs per-head K/V %9lld B/token: %.1fx smaller\n",
+                s.name, static_cast<long long>(mla), static_cast<long long>(mha),
+                static_cast<double>(mha) / mla);
     EXPECT_EQ(c.kv_cache_row(), 576);
   }
   // The loaded model reports the same formula.
@@ -814,12 +856,14 @@ TEST(deepseek, MlaCacheBytesPerTokenForRealShapes) {
   auto m = load(dir.string(), options());
   ASSERT_TRUE(m);
   const Dims d = dims_of(Variant::V3);
-  EXPECT_EQ(m->info().kv_cache_bytes_per_token, static_cast<size_t>(d.layers * (d.kv_lora + d.rope) * 4));
+  EXPECT_EQ(m->info().kv_cache_bytes_per_token,
+            static_cast<size_t>(d.layers * (d.kv_lora + d.rope) * 4));
   EXPECT_GT(m->info().active_weight_bytes_per_token, 0u);
   fs::remove_all(dir);
 }
 
-// --- Errors ----------------------------------------------------------------------------------------
+// --- Errors
+// ----------------------------------------------------------------------------------------
 
 TEST(deepseek, ErrorsNameTheFieldOrTensor) {
   const fs::path dir = temp_dir("errors");
@@ -878,9 +922,11 @@ std::vector<float> tensor_f32(const SafetensorsCheckpoint& ck, const std::string
   if (t->dtype == DType::F32) {
     std::memcpy(out.data(), t->data, out.size() * 4);
   } else if (t->dtype == DType::I64) {
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(static_cast<const int64_t*>(t->data)[i]);
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = static_cast<float>(static_cast<const int64_t*>(t->data)[i]);
   } else if (t->dtype == DType::I32) {
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(static_cast<const int32_t*>(t->data)[i]);
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = static_cast<float>(static_cast<const int32_t*>(t->data)[i]);
   } else {
     ADD_FAILURE() << name << ": unexpected dtype " << dtype_name(t->dtype);
   }
@@ -904,9 +950,13 @@ TEST_P(deepseek_fixture, MatchesReference) {
     m->set_mla_path(p);
     const auto got = run_cached(*m, tokens, n_prefill);
     const float d = rel_diff(got, want);
-    std::printf("[fixture %s] prefill %zu + %zu decode (%s MLA) vs reference: max|d|/max|logit| = %.3g\n",
-                GetParam().c_str(), n_prefill, n_decode,
-                p == MlaPath::Auto ? "auto" : p == MlaPath::Naive ? "naive" : "absorbed", d);
+    std::printf(
+        "[fixture %s] prefill %zu + %zu decode (%s MLA) vs reference: max|d|/max|logit| = %.3g\n",
+        GetParam().c_str(), n_prefill, n_decode,
+        p == MlaPath::Auto    ? "auto"
+        : p == MlaPath::Naive ? "naive"
+                              : "absorbed",
+        d);
     EXPECT_LT(d, kTol);
   }
 
@@ -916,44 +966,47 @@ TEST_P(deepseek_fixture, MatchesReference) {
   const std::vector<float> freqs = deepseek_rope_freqs(m->config());
   const std::vector<float> want_freqs = tensor_f32(*ref, "rope.inv_freq");
   ASSERT_EQ(freqs.size(), want_freqs.size());
-  for (size_t i = 0; i < freqs.size(); ++i) EXPECT_NEAR(freqs[i], want_freqs[i], 1e-6f * want_freqs[i]) << i;
+  for (size_t i = 0; i < freqs.size(); ++i)
+    EXPECT_NEAR(freqs[i], want_freqs[i], 1e-6f * want_freqs[i]) << i;
   EXPECT_NEAR(m->config().softmax_scale(), tensor_f32(*ref, "attn.softmax_scale")[0], 1e-6f);
 
   // Named activations of one full forward and of the MTP module (the reference's layer{l}.* and
   // mtp.*; see tests/data/deepseek/README.md).
   const DeepSeekConfig& c = m->config();
   std::map<std::string, std::vector<float>> taps;
-  m->set_tap([&](const std::string& name, int64_t layer, const float* data, int64_t rows, int64_t cols) {
-    const std::string prefix = layer == c.n_layers ? "mtp." : fmt::format("layer{}.", layer);
-    if (name == "result_norm") {
-      taps["final_norm"].assign(data, data + rows * cols);
-    } else if (name == "kv_cache") {  // kv_norm(latent) | k_pe
-      auto& latent = taps[prefix + "kv_latent"];
-      auto& k_pe = taps[prefix + "k_pe"];
-      latent.clear();
-      k_pe.clear();
-      for (int64_t t = 0; t < rows; ++t) {
-        latent.insert(latent.end(), data + t * cols, data + t * cols + c.kv_lora_rank);
-        k_pe.insert(k_pe.end(), data + t * cols + c.kv_lora_rank, data + (t + 1) * cols);
-      }
-    } else if (name == "router_logits") {  // -> router_scores: softmax or sigmoid
-      auto& scores = taps[prefix + "router_scores"];
-      scores.assign(data, data + rows * cols);
-      for (int64_t t = 0; t < rows; ++t) {
-        float* row = scores.data() + t * cols;
-        if (c.score_func == DeepSeekScoreFunc::Softmax) {
-          const float mx = *std::max_element(row, row + cols);
-          double z = 0;
-          for (int64_t e = 0; e < cols; ++e) z += std::exp(static_cast<double>(row[e] - mx));
-          for (int64_t e = 0; e < cols; ++e) row[e] = static_cast<float>(std::exp(static_cast<double>(row[e] - mx)) / z);
+  m->set_tap(
+      [&](const std::string& name, int64_t layer, const float* data, int64_t rows, int64_t cols) {
+        const std::string prefix = layer == c.n_layers ? "mtp." : fmt::format("layer{}.", layer);
+        if (name == "result_norm") {
+          taps["final_norm"].assign(data, data + rows * cols);
+        } else if (name == "kv_cache") {  // kv_norm(latent) | k_pe
+          auto& latent = taps[prefix + "kv_latent"];
+          auto& k_pe = taps[prefix + "k_pe"];
+          latent.clear();
+          k_pe.clear();
+          for (int64_t t = 0; t < rows; ++t) {
+            latent.insert(latent.end(), data + t * cols, data + t * cols + c.kv_lora_rank);
+            k_pe.insert(k_pe.end(), data + t * cols + c.kv_lora_rank, data + (t + 1) * cols);
+          }
+        } else if (name == "router_logits") {  // -> router_scores: softmax or sigmoid
+          auto& scores = taps[prefix + "router_scores"];
+          scores.assign(data, data + rows * cols);
+          for (int64_t t = 0; t < rows; ++t) {
+            float* row = scores.data() + t * cols;
+            if (c.score_func == DeepSeekScoreFunc::Softmax) {
+              const float mx = *std::max_element(row, row + cols);
+              double z = 0;
+              for (int64_t e = 0; e < cols; ++e) z += std::exp(static_cast<double>(row[e] - mx));
+              for (int64_t e = 0; e < cols; ++e)
+                row[e] = static_cast<float>(std::exp(static_cast<double>(row[e] - mx)) / z);
+            } else {
+              for (int64_t e = 0; e < cols; ++e) row[e] = 1.0f / (1.0f + std::exp(-row[e]));
+            }
+          }
         } else {
-          for (int64_t e = 0; e < cols; ++e) row[e] = 1.0f / (1.0f + std::exp(-row[e]));
+          taps[prefix + (name == "l_out" ? "out" : name)].assign(data, data + rows * cols);
         }
-      }
-    } else {
-      taps[prefix + (name == "l_out" ? "out" : name)].assign(data, data + rows * cols);
-    }
-  });
+      });
   std::vector<float> hidden;
   const auto full = run_full(*m, tokens, 0, &hidden);
   const float d_full = rel_diff(full, want);
@@ -967,7 +1020,8 @@ TEST_P(deepseek_fixture, MatchesReference) {
     const int64_t V = m->info().vocab_size;
     const size_t n = tokens.size() - 1;
     std::vector<BatchToken> batch;
-    for (size_t t = 0; t < n; ++t) batch.push_back({tokens[t + 1], static_cast<int32_t>(t), 0, true});
+    for (size_t t = 0; t < n; ++t)
+      batch.push_back({tokens[t + 1], static_cast<int32_t>(t), 0, true});
     std::vector<float> mtp(n * V);
     ASSERT_TRUE(m->predict_next_next(batch, hidden.data(), mtp.data()).ok());
     const float d = rel_diff(mtp, tensor_f32(*ref, "mtp_logits"));
@@ -992,7 +1046,8 @@ TEST_P(deepseek_fixture, MatchesReference) {
       EXPECT_LT(d, kTol) << key;
     }
     if (prefix == "layer0.") {
-      std::printf("[fixture %s] %s activations: worst max|d|/max|ref| %.3g\n", GetParam().c_str(), prefix.c_str(), worst);
+      std::printf("[fixture %s] %s activations: worst max|d|/max|ref| %.3g\n", GetParam().c_str(),
+                  prefix.c_str(), worst);
       continue;
     }
     const int64_t k = c.n_activated_experts;
@@ -1016,9 +1071,10 @@ TEST_P(deepseek_fixture, MatchesReference) {
     }
     EXPECT_EQ(mismatched_rows, 0) << prefix << "topk_idx";
     EXPECT_LT(dw, kTol) << prefix << "topk_weight";
-    std::printf("[fixture %s] %s activations: worst max|d|/max|ref| %.3g; experts differ in %lld rows; "
-                "weights max|d| %.3g\n",
-                GetParam().c_str(), prefix.c_str(), worst, static_cast<long long>(mismatched_rows), dw);
+    std::printf(
+        "[fixture %s] %s activations: worst max|d|/max|ref| %.3g; experts differ in %lld rows; "
+        "weights max|d| %.3g\n",
+        GetParam().c_str(), prefix.c_str(), worst, static_cast<long long>(mismatched_rows), dw);
   }
   const float d_norm = rel_diff(taps["final_norm"], tensor_f32(*ref, "final_norm"));
   EXPECT_LT(d_norm, kTol);
@@ -1032,7 +1088,8 @@ TEST_P(deepseek_fixture, MatchesReference) {
     ASSERT_TRUE(w.ok()) << w.message();
     EXPECT_EQ(w->dtype, DType::F8_E4M3);
     std::vector<float> got(static_cast<size_t>(w->numel()));
-    for (int64_t r = 0; r < w->rows(); ++r) dequantize_weight_row(*w, r, got.data() + r * w->cols());
+    for (int64_t r = 0; r < w->rows(); ++r)
+      dequantize_weight_row(*w, r, got.data() + r * w->cols());
     EXPECT_EQ(rel_diff(got, tensor_f32(*ref, dequant)), 0.0f);
   }
 }
@@ -1054,7 +1111,8 @@ TEST(deepseek_fixture_gguf, V2LiteGgufMatchesSafetensors) {
     st->set_mla_path(p);
     g->truncate_sequence(0, 0);
     st->truncate_sequence(0, 0);
-    const float d = rel_diff(run_cached(*g, tokens, tokens.size() - 16), run_cached(*st, tokens, tokens.size() - 16));
+    const float d = rel_diff(run_cached(*g, tokens, tokens.size() - 16),
+                             run_cached(*st, tokens, tokens.size() - 16));
     g->truncate_sequence(0, 0);
     const float d_ref = rel_diff(run_full(*g, tokens), tensor_f32(*ref, "logits"));
     std::printf("[fixture v2_lite.gguf] (%s) vs safetensors: %.3g, vs reference: %.3g\n",
@@ -1064,7 +1122,8 @@ TEST(deepseek_fixture_gguf, V2LiteGgufMatchesSafetensors) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(reference, deepseek_fixture, ::testing::Values("v2_lite", "v2", "v3", "v3_fp8"));
+INSTANTIATE_TEST_SUITE_P(reference, deepseek_fixture,
+                         ::testing::Values("v2_lite", "v2", "v3", "v3_fp8"));
 
 }  // namespace
 }  // namespace sputnik
