@@ -60,10 +60,17 @@ bool is_float(GgufValueType t) {
 // allocation. (A string is at least its u64 length; an array its u32 type and u64 count.)
 uint64_t min_value_bytes(GgufValueType type) {
   switch (type) {
-    case GgufValueType::UInt8: case GgufValueType::Int8: case GgufValueType::Bool: return 1;
-    case GgufValueType::UInt16: case GgufValueType::Int16: return 2;
-    case GgufValueType::UInt32: case GgufValueType::Int32: case GgufValueType::Float32: return 4;
-    case GgufValueType::UInt64: case GgufValueType::Int64: case GgufValueType::Float64: return 8;
+    case GgufValueType::UInt8:
+    case GgufValueType::Int8:
+    case GgufValueType::Bool: return 1;
+    case GgufValueType::UInt16:
+    case GgufValueType::Int16: return 2;
+    case GgufValueType::UInt32:
+    case GgufValueType::Int32:
+    case GgufValueType::Float32: return 4;
+    case GgufValueType::UInt64:
+    case GgufValueType::Int64:
+    case GgufValueType::Float64: return 8;
     case GgufValueType::String: return 8;
     case GgufValueType::Array: return 12;
   }
@@ -120,15 +127,16 @@ class GgufParser {
     pos_ = 4;
     SPUTNIK_ASSIGN_OR_RETURN(out.version_, read_u32("version"));
     if (out.version_ == 1) {
-      return make_error("{}: GGUF version 1 is not supported (expected 2 or 3); hint: convert the "
-                        "file again with a recent llama.cpp", path());
+      return make_error(
+          "{}: GGUF version 1 is not supported (expected 2 or 3); hint: convert the "
+          "file again with a recent llama.cpp",
+          path());
     }
     if (out.version_ != 2 && out.version_ != 3) {
-      return make_error("{}: unsupported GGUF version {} (expected 2 or 3){}", path(),
-                        out.version_,
+      return make_error("{}: unsupported GGUF version {} (expected 2 or 3){}", path(), out.version_,
                         (out.version_ & 0xffff) == 0 ? "; the file may be big-endian, which "
-                                                        "sputnik does not read"
-                                                      : "");
+                                                       "sputnik does not read"
+                                                     : "");
     }
     SPUTNIK_ASSIGN_OR_RETURN(const uint64_t tensor_count, read_u64("tensor count"));
     SPUTNIK_ASSIGN_OR_RETURN(const uint64_t kv_count, read_u64("metadata count"));
@@ -158,12 +166,16 @@ class GgufParser {
       const std::optional<int64_t> a =
           is_integer(it->second.type) ? as_int64(it->second) : std::nullopt;
       if (!a) {
-        return make_error("{}: metadata key 'general.alignment': expected an unsigned integer, "
-                          "got {}", path(), type_description(it->second));
+        return make_error(
+            "{}: metadata key 'general.alignment': expected an unsigned integer, "
+            "got {}",
+            path(), type_description(it->second));
       }
       if (*a <= 0 || (*a & (*a - 1)) != 0 || *a > (1 << 30)) {
-        return make_error("{}: metadata key 'general.alignment': {} is not a power of two in "
-                          "[1, 2^30]", path(), *a);
+        return make_error(
+            "{}: metadata key 'general.alignment': {} is not a power of two in "
+            "[1, 2^30]",
+            path(), *a);
       }
       alignment = static_cast<uint64_t>(*a);
     }
@@ -186,8 +198,10 @@ class GgufParser {
     // The data section starts at the next multiple of the alignment after the tensor infos.
     const uint64_t padding = (alignment - pos_ % alignment) % alignment;
     if (padding > remaining() && tensor_count > 0) {
-      return make_error("{}: truncated: file ends at {} inside the padding before the tensor "
-                        "data (which starts at {})", path(), size_, pos_ + padding);
+      return make_error(
+          "{}: truncated: file ends at {} inside the padding before the tensor "
+          "data (which starts at {})",
+          path(), size_, pos_ + padding);
     }
     const uint64_t data_start = pos_ + padding;
     out.alignment_ = alignment;
@@ -196,9 +210,10 @@ class GgufParser {
     for (GgufTensorInfo& info : out.tensors_) {
       const uint64_t bytes = info.view.bytes();
       if (info.offset > data_size || bytes > data_size - info.offset) {
-        return make_error("{}: tensor '{}': data [offset {}, {} bytes] runs past end of file "
-                          "(data section {} bytes from {}, file size {})", path(), info.name,
-                          info.offset, bytes, data_size, data_start, size_);
+        return make_error(
+            "{}: tensor '{}': data [offset {}, {} bytes] runs past end of file "
+            "(data section {} bytes from {}, file size {})",
+            path(), info.name, info.offset, bytes, data_size, data_start, size_);
       }
       info.view.data = data_ + data_start + info.offset;
     }
@@ -216,8 +231,10 @@ class GgufParser {
   }
 
   Error truncated(const std::string& what, uint64_t need) const {
-    return make_error("{}: truncated: reading {} needs {} bytes at offset {}, but the file is {} "
-                      "bytes", path(), what, need, pos_, size_);
+    return make_error(
+        "{}: truncated: reading {} needs {} bytes at offset {}, but the file is {} "
+        "bytes",
+        path(), what, need, pos_, size_);
   }
 
   template <typename T>
@@ -327,9 +344,10 @@ class GgufParser {
                                  read_u64(fmt::format("length of array '{}'", key)));
         const uint64_t min_bytes = min_value_bytes(v.element_type);
         if (count > remaining() / min_bytes) {
-          return make_error("{}: metadata key '{}': array of {} {} elements at offset {} cannot fit "
-                            "in the {} bytes that remain of the file", path(), key, count,
-                            value_type_name(element_type), pos_, remaining());
+          return make_error(
+              "{}: metadata key '{}': array of {} {} elements at offset {} cannot fit "
+              "in the {} bytes that remain of the file",
+              path(), key, count, value_type_name(element_type), pos_, remaining());
         }
         auto array = std::make_shared<GgufArray>();
         array->reserve(static_cast<size_t>(count));
@@ -365,8 +383,8 @@ class GgufParser {
       }
       // Keep numel (and so every byte count derived from it) within int64.
       if (ne[d] > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / numel) {
-        return make_error("{}: tensor '{}': element count overflows (ne[{}] = {})", path(), name,
-                          d, ne[d]);
+        return make_error("{}: tensor '{}': element count overflows (ne[{}] = {})", path(), name, d,
+                          ne[d]);
       }
       numel *= ne[d];
     }
@@ -379,8 +397,10 @@ class GgufParser {
 
     const DTypeTraits traits = dtype_traits(*dtype);
     if (ne[0] % static_cast<uint64_t>(traits.block_elements) != 0) {
-      return make_error("{}: tensor '{}': row length ne[0] = {} is not a multiple of the {} block "
-                        "size {}", path(), name, ne[0], traits.name, traits.block_elements);
+      return make_error(
+          "{}: tensor '{}': row length ne[0] = {} is not a multiple of the {} block "
+          "size {}",
+          path(), name, ne[0], traits.name, traits.block_elements);
     }
     // bytes = numel / block_elements * block_bytes must not overflow either.
     const uint64_t blocks = numel / static_cast<uint64_t>(traits.block_elements);
@@ -434,7 +454,8 @@ Error wrong_type(const std::string& path, const std::string& key, std::string_vi
 Result<std::string> GgufFile::get_string(const std::string& key) const {
   auto it = metadata_.find(key);
   if (it == metadata_.end()) return missing_key(path(), key);
-  if (it->second.type != GgufValueType::String) return wrong_type(path(), key, "string", it->second);
+  if (it->second.type != GgufValueType::String)
+    return wrong_type(path(), key, "string", it->second);
   return std::get<std::string>(it->second.value);
 }
 
@@ -493,8 +514,8 @@ Result<std::vector<int64_t>> GgufFile::get_int_array(const std::string& key) con
   for (size_t i = 0; i < array.size(); ++i) {
     const std::optional<int64_t> x = as_int64(array[i]);
     if (!x) {
-      return make_error("{}: metadata key '{}': element {} ({}) does not fit in int64", path(),
-                        key, i, std::get<uint64_t>(array[i].value));
+      return make_error("{}: metadata key '{}': element {} ({}) does not fit in int64", path(), key,
+                        i, std::get<uint64_t>(array[i].value));
     }
     out.push_back(*x);
   }
@@ -533,8 +554,9 @@ const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const {
 
 Result<TensorView> GgufFile::tensor(const std::string& name) const {
   const GgufTensorInfo* info = find_tensor(name);
-  if (!info) return make_error("{}: tensor '{}' not found ({} tensors in file)", path(), name,
-                               tensors_.size());
+  if (!info)
+    return make_error("{}: tensor '{}' not found ({} tensors in file)", path(), name,
+                      tensors_.size());
   return info->view;
 }
 
@@ -559,18 +581,28 @@ Result<DType> dtype_from_ggml(uint32_t ggml_type) {
   }
   std::string_view known;
   switch (ggml_type) {
-    case 4: case 5: known = " (Q4_2/Q4_3, removed from ggml)"; break;
+    case 4:
+    case 5: known = " (Q4_2/Q4_3, removed from ggml)"; break;
     case 9: known = " (Q8_1)"; break;
     case 10: known = " (Q2_K)"; break;
     case 11: known = " (Q3_K)"; break;
-    case 16: case 17: case 18: case 19: case 20: case 21: case 22: case 23: case 29:
-      known = " (an IQ type)"; break;
+    case 16:
+    case 17:
+    case 18:
+    case 19:
+    case 20:
+    case 21:
+    case 22:
+    case 23:
+    case 29: known = " (an IQ type)"; break;
     case 25: known = " (I16)"; break;
     case 28: known = " (F64)"; break;
     default: break;
   }
-  return make_error("unsupported ggml type {}{}; sputnik reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, "
-                    "Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K, I8, I32, I64", ggml_type, known);
+  return make_error(
+      "unsupported ggml type {}{}; sputnik reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, "
+      "Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K, I8, I32, I64",
+      ggml_type, known);
 }
 
 uint32_t ggml_from_dtype(DType dtype) {
@@ -590,7 +622,8 @@ uint32_t ggml_from_dtype(DType dtype) {
     case DType::I32: return 26;
     case DType::I64: return 27;
     case DType::BF16: return 30;
-    case DType::F8_E4M3: case DType::Count: break;
+    case DType::F8_E4M3:
+    case DType::Count: break;
   }
   return kGgmlTypeNone;
 }

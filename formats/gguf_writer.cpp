@@ -17,7 +17,9 @@ constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF"
 constexpr uint32_t kGgufVersion = 3;
 constexpr uint32_t kDefaultAlignment = 32;
 
-uint64_t align_up(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
+uint64_t align_up(uint64_t x, uint64_t alignment) {
+  return (x + alignment - 1) / alignment * alignment;
+}
 
 // The variant alternative a value of `type` must hold, and the range an integer must fit.
 Status check_value(const std::string& key, const GgufValue& v, GgufValueType type, int depth) {
@@ -65,7 +67,8 @@ Status check_value(const std::string& key, const GgufValue& v, GgufValueType typ
       if (!std::holds_alternative<bool>(v.value)) return wrong("something other than bool");
       return ok_status();
     case GgufValueType::String:
-      if (!std::holds_alternative<std::string>(v.value)) return wrong("something other than string");
+      if (!std::holds_alternative<std::string>(v.value))
+        return wrong("something other than string");
       return ok_status();
     case GgufValueType::Array: {
       const auto* a = std::get_if<std::shared_ptr<GgufArray>>(&v.value);
@@ -126,15 +129,21 @@ Status put_string(Sink& sink, const std::string& s) {
 template <typename Sink>
 Status put_payload(Sink& sink, const GgufValue& v) {
   switch (v.type) {
-    case GgufValueType::UInt8: return put_pod(sink, static_cast<uint8_t>(std::get<uint64_t>(v.value)));
-    case GgufValueType::UInt16: return put_pod(sink, static_cast<uint16_t>(std::get<uint64_t>(v.value)));
-    case GgufValueType::UInt32: return put_pod(sink, static_cast<uint32_t>(std::get<uint64_t>(v.value)));
+    case GgufValueType::UInt8:
+      return put_pod(sink, static_cast<uint8_t>(std::get<uint64_t>(v.value)));
+    case GgufValueType::UInt16:
+      return put_pod(sink, static_cast<uint16_t>(std::get<uint64_t>(v.value)));
+    case GgufValueType::UInt32:
+      return put_pod(sink, static_cast<uint32_t>(std::get<uint64_t>(v.value)));
     case GgufValueType::UInt64: return put_pod(sink, std::get<uint64_t>(v.value));
     case GgufValueType::Int8: return put_pod(sink, static_cast<int8_t>(std::get<int64_t>(v.value)));
-    case GgufValueType::Int16: return put_pod(sink, static_cast<int16_t>(std::get<int64_t>(v.value)));
-    case GgufValueType::Int32: return put_pod(sink, static_cast<int32_t>(std::get<int64_t>(v.value)));
+    case GgufValueType::Int16:
+      return put_pod(sink, static_cast<int16_t>(std::get<int64_t>(v.value)));
+    case GgufValueType::Int32:
+      return put_pod(sink, static_cast<int32_t>(std::get<int64_t>(v.value)));
     case GgufValueType::Int64: return put_pod(sink, std::get<int64_t>(v.value));
-    case GgufValueType::Float32: return put_pod(sink, static_cast<float>(std::get<double>(v.value)));
+    case GgufValueType::Float32:
+      return put_pod(sink, static_cast<float>(std::get<double>(v.value)));
     case GgufValueType::Float64: return put_pod(sink, std::get<double>(v.value));
     case GgufValueType::Bool: return put_pod(sink, static_cast<uint8_t>(std::get<bool>(v.value)));
     case GgufValueType::String: return put_string(sink, std::get<std::string>(v.value));
@@ -160,8 +169,9 @@ Status put_zeros(Sink& sink, uint64_t n) {
   return ok_status();
 }
 
-GgufValue scalar(GgufValueType type, std::variant<uint64_t, int64_t, double, bool, std::string,
-                                                  std::shared_ptr<GgufArray>> value) {
+GgufValue scalar(
+    GgufValueType type,
+    std::variant<uint64_t, int64_t, double, bool, std::string, std::shared_ptr<GgufArray>> value) {
   GgufValue v;
   v.type = type;
   v.value = std::move(value);
@@ -175,18 +185,40 @@ GgufWriter::GgufWriter(uint32_t alignment) : alignment_(alignment) {}
 void GgufWriter::add(const std::string& key, GgufValue value) {
   metadata_.emplace_back(key, std::move(value));
 }
-void GgufWriter::add_uint8(const std::string& k, uint8_t v) { add(k, scalar(GgufValueType::UInt8, uint64_t{v})); }
-void GgufWriter::add_int8(const std::string& k, int8_t v) { add(k, scalar(GgufValueType::Int8, int64_t{v})); }
-void GgufWriter::add_uint16(const std::string& k, uint16_t v) { add(k, scalar(GgufValueType::UInt16, uint64_t{v})); }
-void GgufWriter::add_int16(const std::string& k, int16_t v) { add(k, scalar(GgufValueType::Int16, int64_t{v})); }
-void GgufWriter::add_uint32(const std::string& k, uint32_t v) { add(k, scalar(GgufValueType::UInt32, uint64_t{v})); }
-void GgufWriter::add_int32(const std::string& k, int32_t v) { add(k, scalar(GgufValueType::Int32, int64_t{v})); }
-void GgufWriter::add_uint64(const std::string& k, uint64_t v) { add(k, scalar(GgufValueType::UInt64, v)); }
-void GgufWriter::add_int64(const std::string& k, int64_t v) { add(k, scalar(GgufValueType::Int64, v)); }
-void GgufWriter::add_float32(const std::string& k, float v) { add(k, scalar(GgufValueType::Float32, double{v})); }
-void GgufWriter::add_float64(const std::string& k, double v) { add(k, scalar(GgufValueType::Float64, v)); }
+void GgufWriter::add_uint8(const std::string& k, uint8_t v) {
+  add(k, scalar(GgufValueType::UInt8, uint64_t{v}));
+}
+void GgufWriter::add_int8(const std::string& k, int8_t v) {
+  add(k, scalar(GgufValueType::Int8, int64_t{v}));
+}
+void GgufWriter::add_uint16(const std::string& k, uint16_t v) {
+  add(k, scalar(GgufValueType::UInt16, uint64_t{v}));
+}
+void GgufWriter::add_int16(const std::string& k, int16_t v) {
+  add(k, scalar(GgufValueType::Int16, int64_t{v}));
+}
+void GgufWriter::add_uint32(const std::string& k, uint32_t v) {
+  add(k, scalar(GgufValueType::UInt32, uint64_t{v}));
+}
+void GgufWriter::add_int32(const std::string& k, int32_t v) {
+  add(k, scalar(GgufValueType::Int32, int64_t{v}));
+}
+void GgufWriter::add_uint64(const std::string& k, uint64_t v) {
+  add(k, scalar(GgufValueType::UInt64, v));
+}
+void GgufWriter::add_int64(const std::string& k, int64_t v) {
+  add(k, scalar(GgufValueType::Int64, v));
+}
+void GgufWriter::add_float32(const std::string& k, float v) {
+  add(k, scalar(GgufValueType::Float32, double{v}));
+}
+void GgufWriter::add_float64(const std::string& k, double v) {
+  add(k, scalar(GgufValueType::Float64, v));
+}
 void GgufWriter::add_bool(const std::string& k, bool v) { add(k, scalar(GgufValueType::Bool, v)); }
-void GgufWriter::add_string(const std::string& k, const std::string& v) { add(k, scalar(GgufValueType::String, v)); }
+void GgufWriter::add_string(const std::string& k, const std::string& v) {
+  add(k, scalar(GgufValueType::String, v));
+}
 
 void GgufWriter::add_string_array(const std::string& key, const std::vector<std::string>& v) {
   auto array = std::make_shared<GgufArray>();
@@ -199,10 +231,9 @@ void GgufWriter::add_string_array(const std::string& key, const std::vector<std:
 
 void GgufWriter::add_int_array(const std::string& key, GgufValueType element_type,
                                const std::vector<int64_t>& v) {
-  const bool is_unsigned = element_type == GgufValueType::UInt8 ||
-                           element_type == GgufValueType::UInt16 ||
-                           element_type == GgufValueType::UInt32 ||
-                           element_type == GgufValueType::UInt64;
+  const bool is_unsigned =
+      element_type == GgufValueType::UInt8 || element_type == GgufValueType::UInt16 ||
+      element_type == GgufValueType::UInt32 || element_type == GgufValueType::UInt64;
   auto array = std::make_shared<GgufArray>();
   array->reserve(v.size());
   for (int64_t x : v) {
@@ -245,8 +276,9 @@ Status GgufWriter::validate() const {
     if (key.empty()) return make_error("empty metadata key");
     if (!keys.insert(key).second) return make_error("metadata key '{}' added twice", key);
     if (key == "general.alignment") {
-      return make_error("metadata key 'general.alignment': set the alignment through the "
-                        "GgufWriter constructor instead");
+      return make_error(
+          "metadata key 'general.alignment': set the alignment through the "
+          "GgufWriter constructor instead");
     }
     SPUTNIK_CHECK_OK(check_value(key, value, value.type, 0));
   }
@@ -294,7 +326,8 @@ Status GgufWriter::emit(Sink& sink) const {
   SPUTNIK_CHECK_OK(put_pod(hs, kGgufMagic));
   SPUTNIK_CHECK_OK(put_pod(hs, kGgufVersion));
   SPUTNIK_CHECK_OK(put_pod(hs, static_cast<uint64_t>(tensors_.size())));
-  SPUTNIK_CHECK_OK(put_pod(hs, static_cast<uint64_t>(metadata_.size() + (custom_alignment ? 1 : 0))));
+  SPUTNIK_CHECK_OK(
+      put_pod(hs, static_cast<uint64_t>(metadata_.size() + (custom_alignment ? 1 : 0))));
   if (custom_alignment) {
     SPUTNIK_CHECK_OK(put_string(hs, std::string("general.alignment")));
     SPUTNIK_CHECK_OK(put_pod(hs, static_cast<uint32_t>(GgufValueType::UInt32)));

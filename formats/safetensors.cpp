@@ -109,8 +109,10 @@ class SafetensorsLoader {
     uint64_t header_len = 0;
     std::memcpy(&header_len, data, 8);
     if (header_len > size - 8) {
-      return make_error("{}: header length {} runs past end of file (size {}, so at most {}); the "
-                        "file is truncated or not safetensors", path, header_len, size, size - 8);
+      return make_error(
+          "{}: header length {} runs past end of file (size {}, so at most {}); the "
+          "file is truncated or not safetensors",
+          path, header_len, size, size - 8);
     }
     if (header_len > kMaxHeaderBytes) {
       return make_error("{}: header length {} exceeds the {} byte limit", path, header_len,
@@ -150,10 +152,11 @@ class SafetensorsLoader {
       const int64_t rows = (view.rows() + kScaleBlock - 1) / kScaleBlock;
       const int64_t cols = (view.cols() + kScaleBlock - 1) / kScaleBlock;
       if (scale.n_dims != 2 || scale.shape[0] != rows || scale.shape[1] != cols) {
-        return make_error("{}: tensor '{}': shape {}, expected [{}, {}] (= ceil({} rows / 128), "
-                          "ceil({} cols / 128)) for the block scales of '{}' {}", where,
-                          scale_name, scale.shape_string(), rows, cols, view.rows(), view.cols(),
-                          name, view.shape_string());
+        return make_error(
+            "{}: tensor '{}': shape {}, expected [{}, {}] (= ceil({} rows / 128), "
+            "ceil({} cols / 128)) for the block scales of '{}' {}",
+            where, scale_name, scale.shape_string(), rows, cols, view.rows(), view.cols(), name,
+            view.shape_string());
       }
       view.scale = static_cast<const float*>(scale.data);
       view.scale_block = static_cast<int>(kScaleBlock);
@@ -184,8 +187,10 @@ class SafetensorsLoader {
     }
     if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||
         !(*offsets_it)[0].is_number_unsigned() || !(*offsets_it)[1].is_number_unsigned()) {
-      return make_error("{}: tensor '{}': \"data_offsets\" must be [begin, end] with two "
-                        "non-negative integers", path, name);
+      return make_error(
+          "{}: tensor '{}': \"data_offsets\" must be [begin, end] with two "
+          "non-negative integers",
+          path, name);
     }
     const std::string dtype_str = dtype_it->get<std::string>();
     const std::optional<DtypeInfo> dtype = lookup_dtype(dtype_str);
@@ -210,33 +215,39 @@ class SafetensorsLoader {
     const uint64_t begin = (*offsets_it)[0].get<uint64_t>();
     const uint64_t end = (*offsets_it)[1].get<uint64_t>();
     if (begin > end || end > data_size) {
-      return make_error("{}: tensor '{}': data_offsets [{}, {}] out of range: the data area "
-                        "holds {} bytes", path, name, begin, end, data_size);
+      return make_error(
+          "{}: tensor '{}': data_offsets [{}, {}] out of range: the data area "
+          "holds {} bytes",
+          path, name, begin, end, data_size);
     }
     const uint64_t bytes = numel * dtype->size;
     if (end - begin != bytes) {
-      return make_error("{}: tensor '{}': data_offsets [{}, {}] hold {} bytes, expected {} for {} "
-                        "of shape {}", path, name, begin, end, end - begin, bytes, dtype_str,
-                        shape_string(shape));
+      return make_error(
+          "{}: tensor '{}': data_offsets [{}, {}] hold {} bytes, expected {} for {} "
+          "of shape {}",
+          path, name, begin, end, end - begin, bytes, dtype_str, shape_string(shape));
     }
     source_[name] = path;
     // Valid layout; now what sputnik itself can hold.
     if (!dtype->dtype) {
-      out_.unsupported_[name] = fmt::format("{}: tensor '{}': dtype {} is not supported (sputnik "
-                                            "reads F32, F16, BF16, F8_E4M3, I8, I32, I64)", path,
-                                            name, dtype_str);
+      out_.unsupported_[name] = fmt::format(
+          "{}: tensor '{}': dtype {} is not supported (sputnik "
+          "reads F32, F16, BF16, F8_E4M3, I8, I32, I64)",
+          path, name, dtype_str);
       return ok_status();
     }
     if (shape.size() > static_cast<size_t>(kMaxDims)) {
-      out_.unsupported_[name] = fmt::format("{}: tensor '{}': {} dimensions {}, sputnik reads at "
-                                            "most {}", path, name, shape.size(),
-                                            shape_string(shape), kMaxDims);
+      out_.unsupported_[name] = fmt::format(
+          "{}: tensor '{}': {} dimensions {}, sputnik reads at "
+          "most {}",
+          path, name, shape.size(), shape_string(shape), kMaxDims);
       return ok_status();
     }
-    if (numel == 0 ||
-        numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      out_.unsupported_[name] = fmt::format("{}: tensor '{}': shape {} is empty, which sputnik "
-                                            "does not read", path, name, shape_string(shape));
+    if (numel == 0 || numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      out_.unsupported_[name] = fmt::format(
+          "{}: tensor '{}': shape {} is empty, which sputnik "
+          "does not read",
+          path, name, shape_string(shape));
       return ok_status();
     }
     TensorView view;
@@ -272,8 +283,10 @@ Result<std::map<std::string, std::vector<std::string>>> read_index(const std::st
     bool escapes = file.empty() || p.is_absolute();
     for (const fs::path& part : p) escapes = escapes || part == "..";
     if (escapes) {
-      return make_error("{}: weight_map entry for '{}': shard '{}' must be a relative path "
-                        "inside the checkpoint directory", index_path, name, file);
+      return make_error(
+          "{}: weight_map entry for '{}': shard '{}' must be a relative path "
+          "inside the checkpoint directory",
+          index_path, name, file);
     }
     shards[file].push_back(name);
   }
@@ -312,8 +325,10 @@ Result<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& pat
     }
     std::sort(files.begin(), files.end());
     if (files.empty()) {
-      return make_error("{}: no model.safetensors.index.json, model.safetensors or *.safetensors "
-                        "in this directory", path);
+      return make_error(
+          "{}: no model.safetensors.index.json, model.safetensors or *.safetensors "
+          "in this directory",
+          path);
     }
   }
 
@@ -322,9 +337,10 @@ Result<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& pat
     for (const auto& [shard, names] : shards) {
       const std::string shard_path = (dir / shard).string();
       if (!path_exists(shard_path)) {
-        return make_error("{}: shard '{}' (holding '{}' and {} other tensors) is missing: {} not "
-                          "found", *index_path, shard, names.front(), names.size() - 1,
-                          shard_path);
+        return make_error(
+            "{}: shard '{}' (holding '{}' and {} other tensors) is missing: {} not "
+            "found",
+            *index_path, shard, names.front(), names.size() - 1, shard_path);
       }
       SPUTNIK_CHECK_OK(loader.add_file(shard_path));
       for (const std::string& name : names) {

@@ -1,6 +1,8 @@
 // GGUF reader and writer. Expectations come from tools/gen_format_fixtures.py, which writes
 // tests/data/formats/*.gguf with the Python `gguf` package and records in expected.json what it
 // was told to write; the demo model's values were read with the same package.
+#include "formats/gguf.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "formats/gguf.h"
 #include "formats/gguf_writer.h"
 #include "formats/safetensors.h"  // read_json_file
 
@@ -25,7 +26,8 @@ const std::string kData = std::string(SPUTNIK_TEST_DATA) + "/formats";
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
 }
 
 void write_bytes(const std::string& path, const uint8_t* data, size_t n) {
@@ -39,9 +41,9 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
 // A fresh directory per test (and process, as several builds may run the suite at once).
 std::string temp_dir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 (std::string("sputnik_gguf_") + info->test_suite_name() + "_" + info->name() + "_" +
-                  std::to_string(::getpid()));
+  fs::path dir =
+      fs::path(::testing::TempDir()) / (std::string("sputnik_gguf_") + info->test_suite_name() +
+                                        "_" + info->name() + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   // Removed when the test binary exits.
@@ -87,23 +89,19 @@ void expect_value(const std::string& key, const GgufValue& v, GgufValueType type
   SCOPED_TRACE(key);
   ASSERT_EQ(v.type, type);
   switch (type) {
-    case GgufValueType::UInt8: case GgufValueType::UInt16: case GgufValueType::UInt32:
-    case GgufValueType::UInt64:
-      EXPECT_EQ(std::get<uint64_t>(v.value), want.get<uint64_t>());
-      break;
-    case GgufValueType::Int8: case GgufValueType::Int16: case GgufValueType::Int32:
-    case GgufValueType::Int64:
-      EXPECT_EQ(std::get<int64_t>(v.value), want.get<int64_t>());
-      break;
+    case GgufValueType::UInt8:
+    case GgufValueType::UInt16:
+    case GgufValueType::UInt32:
+    case GgufValueType::UInt64: EXPECT_EQ(std::get<uint64_t>(v.value), want.get<uint64_t>()); break;
+    case GgufValueType::Int8:
+    case GgufValueType::Int16:
+    case GgufValueType::Int32:
+    case GgufValueType::Int64: EXPECT_EQ(std::get<int64_t>(v.value), want.get<int64_t>()); break;
     case GgufValueType::Float32:
       EXPECT_EQ(std::get<double>(v.value), static_cast<double>(want.get<float>()));
       break;
-    case GgufValueType::Float64:
-      EXPECT_EQ(std::get<double>(v.value), want.get<double>());
-      break;
-    case GgufValueType::Bool:
-      EXPECT_EQ(std::get<bool>(v.value), want.get<bool>());
-      break;
+    case GgufValueType::Float64: EXPECT_EQ(std::get<double>(v.value), want.get<double>()); break;
+    case GgufValueType::Bool: EXPECT_EQ(std::get<bool>(v.value), want.get<bool>()); break;
     case GgufValueType::String:
       EXPECT_EQ(std::get<std::string>(v.value), want.get<std::string>());
       break;
@@ -190,8 +188,9 @@ TEST(GgufReader, TypedGetters) {
   EXPECT_EQ(*file->get_bool("test.bool_true"), true);
   EXPECT_EQ(*file->get_bool("test.bool_false"), false);
   EXPECT_EQ(*file->get_string("test.empty_string"), "");
-  EXPECT_EQ(*file->get_string_array("test.array_str"),
-            (std::vector<std::string>{"a", "bc", "", "d\xc3\xa9" "f"}));
+  EXPECT_EQ(*file->get_string_array("test.array_str"), (std::vector<std::string>{"a", "bc", "",
+                                                                                 "d\xc3\xa9"
+                                                                                 "f"}));
   EXPECT_EQ(*file->get_int_array("test.array_i32"), (std::vector<int64_t>{1, -2, 3}));
   EXPECT_EQ(*file->get_int_array("test.array_u8"), (std::vector<int64_t>{0, 255}));
   EXPECT_EQ(*file->get_float_array("test.array_f32"), (std::vector<double>{0.25, -1.5}));
@@ -205,14 +204,16 @@ TEST(GgufReader, TypedGetters) {
   Result<std::string> wrong = file->get_string("test.u8");
   ASSERT_FALSE(wrong.ok());
   EXPECT_NE(wrong.message().find("tiny.gguf: metadata key 'test.u8': expected string, got uint8"),
-            std::string::npos) << wrong.message();
+            std::string::npos)
+      << wrong.message();
   Result<int64_t> wrong_or = file->get_int_or("test.string", 1);
   ASSERT_FALSE(wrong_or.ok());
   EXPECT_NE(wrong_or.message().find("expected an integer, got string"), std::string::npos);
   Result<std::vector<std::string>> wrong_array = file->get_string_array("test.array_i32");
   ASSERT_FALSE(wrong_array.ok());
   EXPECT_NE(wrong_array.message().find("expected array of string, got array of int32"),
-            std::string::npos) << wrong_array.message();
+            std::string::npos)
+      << wrong_array.message();
   Result<bool> missing = file->get_bool("test.nope");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.message().find("metadata key 'test.nope' not found"), std::string::npos);
@@ -245,7 +246,8 @@ TEST(GgufReader, AcceptsVersion2) {
 }
 
 // Opens `bytes` as a file and expects an error containing each of `substrings`.
-void expect_error(const std::vector<uint8_t>& bytes, std::initializer_list<std::string> substrings) {
+void expect_error(const std::vector<uint8_t>& bytes,
+                  std::initializer_list<std::string> substrings) {
   const std::string path = temp_dir() + "/bad.gguf";
   write_bytes(path, bytes);
   Result<GgufFile> file = GgufFile::open(path);
@@ -423,7 +425,8 @@ TEST(GgufReader, TensorDataOutOfBounds) {
   RawGguf g;
   g.header(1, 0).tensor("blk.0.attn_q.weight", {4, 4}, 0, 0).pad().zeros(32);  // needs 64
   expect_error(g.bytes(), {"tensor 'blk.0.attn_q.weight': data [offset 0, 64 bytes] runs past "
-                           "end of file", "file size"});
+                           "end of file",
+                           "file size"});
 }
 
 TEST(GgufReader, TensorOffsetOutOfBounds) {
@@ -490,12 +493,12 @@ TEST(GgufReader, HugeCountsAreRejectedBeforeAllocating) {
   expect_error(kvs.bytes(), {"metadata count 18446744073709551615 cannot fit"});
   RawGguf string;
   string.header(0, 1).str("k").u32(8).u64(1ull << 50).zeros(16);
-  expect_error(string.bytes(), {"metadata key 'k'", "string of 1125899906842624 bytes",
-                                "runs past end of file"});
+  expect_error(string.bytes(),
+               {"metadata key 'k'", "string of 1125899906842624 bytes", "runs past end of file"});
   RawGguf array;
   array.header(0, 1).str("k").u32(9).u32(4).u64(1ull << 40).zeros(16);
-  expect_error(array.bytes(), {"metadata key 'k': array of 1099511627776 uint32 elements",
-                               "cannot fit"});
+  expect_error(array.bytes(),
+               {"metadata key 'k': array of 1099511627776 uint32 elements", "cannot fit"});
   RawGguf key;
   key.header(0, 1).u64(~0ull).zeros(16);
   expect_error(key.bytes(), {"metadata key #0", "runs past end of file"});
@@ -589,15 +592,21 @@ TEST(GgufWriter, RoundTripsEveryValueTypeAndTensor) {
       DType dtype;
       std::vector<int64_t> shape;
     };
-    const std::vector<Spec> specs = {
-        {"f32", DType::F32, {3, 5}},       {"f16", DType::F16, {7}},
-        {"bf16", DType::BF16, {2, 2, 3}},  {"q8_0", DType::Q8_0, {2, 64}},
-        {"q4_k", DType::Q4_K, {1, 256}},   {"q6_k", DType::Q6_K, {2, 1, 1, 256}},
-        {"i32", DType::I32, {3}},          {"i64", DType::I64, {1}},
-        {"q5_0", DType::Q5_0, {32}},       {"q5_1", DType::Q5_1, {32}},
-        {"q4_0", DType::Q4_0, {32}},       {"q4_1", DType::Q4_1, {32}},
-        {"q5_k", DType::Q5_K, {256}},      {"q8_k", DType::Q8_K, {256}},
-        {"i8", DType::I8, {5}}};
+    const std::vector<Spec> specs = {{"f32", DType::F32, {3, 5}},
+                                     {"f16", DType::F16, {7}},
+                                     {"bf16", DType::BF16, {2, 2, 3}},
+                                     {"q8_0", DType::Q8_0, {2, 64}},
+                                     {"q4_k", DType::Q4_K, {1, 256}},
+                                     {"q6_k", DType::Q6_K, {2, 1, 1, 256}},
+                                     {"i32", DType::I32, {3}},
+                                     {"i64", DType::I64, {1}},
+                                     {"q5_0", DType::Q5_0, {32}},
+                                     {"q5_1", DType::Q5_1, {32}},
+                                     {"q4_0", DType::Q4_0, {32}},
+                                     {"q4_1", DType::Q4_1, {32}},
+                                     {"q5_k", DType::Q5_K, {256}},
+                                     {"q8_k", DType::Q8_K, {256}},
+                                     {"i8", DType::I8, {5}}};
     std::vector<std::vector<uint8_t>> datas;
     for (const Spec& s : specs) {
       int64_t numel = 1;
@@ -650,7 +659,8 @@ TEST(GgufWriter, RoundTripsEveryValueTypeAndTensor) {
     ASSERT_EQ(o.size(), 2u);
     EXPECT_EQ(o[0].element_type, GgufValueType::UInt16);
     EXPECT_EQ(std::get<std::shared_ptr<GgufArray>>(o[0].value)->size(), 2u);
-    EXPECT_EQ(std::get<uint64_t>(std::get<std::shared_ptr<GgufArray>>(o[0].value)->at(1).value), 2u);
+    EXPECT_EQ(std::get<uint64_t>(std::get<std::shared_ptr<GgufArray>>(o[0].value)->at(1).value),
+              2u);
     EXPECT_TRUE(std::get<std::shared_ptr<GgufArray>>(o[1].value)->empty());
 
     ASSERT_EQ(file->tensors().size(), specs.size());
@@ -661,7 +671,8 @@ TEST(GgufWriter, RoundTripsEveryValueTypeAndTensor) {
       EXPECT_EQ(t.view.dtype, specs[i].dtype);
       EXPECT_EQ(t.ggml_type, ggml_from_dtype(specs[i].dtype));
       ASSERT_EQ(t.view.n_dims, static_cast<int>(specs[i].shape.size()));
-      for (size_t d = 0; d < specs[i].shape.size(); ++d) EXPECT_EQ(t.view.shape[d], specs[i].shape[d]);
+      for (size_t d = 0; d < specs[i].shape.size(); ++d)
+        EXPECT_EQ(t.view.shape[d], specs[i].shape[d]);
       ASSERT_EQ(t.view.bytes(), datas[i].size());
       EXPECT_EQ(std::memcmp(t.view.data, datas[i].data(), datas[i].size()), 0);
       EXPECT_EQ((static_cast<const uint8_t*>(t.view.data) - file->mapping()->data()) % alignment,
@@ -685,8 +696,9 @@ TEST(GgufWriter, RejectsBadInput) {
   {
     GgufWriter w;
     w.add_tensor("w", DType::Q8_0, {2, 16}, data.data(), 34);
-    expect_write_error(w, "tensor 'w': last dimension 16 is not a multiple of the Q8_0 block "
-                          "size 32");
+    expect_write_error(w,
+                       "tensor 'w': last dimension 16 is not a multiple of the Q8_0 block "
+                       "size 32");
   }
   {
     GgufWriter w;
@@ -736,10 +748,9 @@ TEST(GgufWriter, RejectsBadInput) {
 
 TEST(GgufTypes, GgmlIdsRoundTrip) {
   const std::vector<std::pair<uint32_t, DType>> ids = {
-      {0, DType::F32},   {1, DType::F16},   {2, DType::Q4_0},  {3, DType::Q4_1},
-      {6, DType::Q5_0},  {7, DType::Q5_1},  {8, DType::Q8_0},  {12, DType::Q4_K},
-      {13, DType::Q5_K}, {14, DType::Q6_K}, {15, DType::Q8_K}, {24, DType::I8},
-      {26, DType::I32},  {27, DType::I64},  {30, DType::BF16}};
+      {0, DType::F32},   {1, DType::F16},  {2, DType::Q4_0},  {3, DType::Q4_1},  {6, DType::Q5_0},
+      {7, DType::Q5_1},  {8, DType::Q8_0}, {12, DType::Q4_K}, {13, DType::Q5_K}, {14, DType::Q6_K},
+      {15, DType::Q8_K}, {24, DType::I8},  {26, DType::I32},  {27, DType::I64},  {30, DType::BF16}};
   for (const auto& [id, dtype] : ids) {
     Result<DType> d = dtype_from_ggml(id);
     ASSERT_TRUE(d.ok()) << id;

@@ -1,6 +1,8 @@
 // Safetensors reader. Fixtures come from tools/gen_format_fixtures.py (the Python safetensors
 // package, plus hand-made headers for BF16 and F8_E4M3 that numpy cannot hold); expected.json
 // records what each file was given.
+#include "formats/safetensors.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -11,8 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "formats/safetensors.h"
-
 namespace sputnik {
 namespace {
 
@@ -22,7 +22,8 @@ const std::string kData = std::string(SPUTNIK_TEST_DATA) + "/formats";
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
 }
 
 void write_bytes(const std::string& path, const uint8_t* data, size_t n) {
@@ -38,9 +39,9 @@ void write_text(const std::string& path, const std::string& text) {
 
 std::string temp_dir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 (std::string("sputnik_st_") + info->test_suite_name() + "_" + info->name() + "_" +
-                  std::to_string(::getpid()));
+  fs::path dir =
+      fs::path(::testing::TempDir()) / (std::string("sputnik_st_") + info->test_suite_name() + "_" +
+                                        info->name() + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   // Removed when the test binary exits.
@@ -168,7 +169,8 @@ TEST(Safetensors, AttachesFp8BlockScales) {
 
 // Writes `bytes` as model.safetensors in a fresh directory, opens it and expects an error
 // containing each substring (and the file's path).
-void expect_error(const std::vector<uint8_t>& bytes, std::initializer_list<std::string> substrings) {
+void expect_error(const std::vector<uint8_t>& bytes,
+                  std::initializer_list<std::string> substrings) {
   const std::string path = temp_dir() + "/model.safetensors";
   write_bytes(path, bytes);
   Result<SafetensorsCheckpoint> ckpt = SafetensorsCheckpoint::open(path);
@@ -204,9 +206,9 @@ TEST(Safetensors, HeaderLengthTooLarge) {
 }
 
 TEST(Safetensors, MalformedJson) {
-  expect_error(make_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})",
-                         {0, 0, 0, 0}),
-               {"JSON syntax error at byte", "line 1, column"});
+  expect_error(
+      make_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]})", {0, 0, 0, 0}),
+      {"JSON syntax error at byte", "line 1, column"});
   expect_error(make_file("[1, 2]", {}), {"header is a JSON array, expected an object"});
   expect_error(make_file(R"({"a": 5})", {}), {"tensor 'a': header entry is a JSON number"});
 }
@@ -216,15 +218,15 @@ TEST(Safetensors, MissingFields) {
                {"tensor 'a': missing or non-string \"dtype\""});
   expect_error(make_file(R"({"a": {"dtype": "F32", "data_offsets": [0, 4]}})", {0, 0, 0, 0}),
                {"tensor 'a': missing or non-array \"shape\""});
-  expect_error(make_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}})",
-                         {0, 0, 0, 0}),
-               {"tensor 'a': \"data_offsets\" must be [begin, end]"});
-  expect_error(make_file(R"({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})",
-                         {0, 0, 0, 0}),
-               {"tensor 'a': shape entry -1 is not a non-negative integer"});
-  expect_error(make_file(R"({"a": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}})",
-                         {0, 0, 0, 0}),
-               {"tensor 'a': unknown dtype 'Q9'"});
+  expect_error(
+      make_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}})", {0, 0, 0, 0}),
+      {"tensor 'a': \"data_offsets\" must be [begin, end]"});
+  expect_error(
+      make_file(R"({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", {0, 0, 0, 0}),
+      {"tensor 'a': shape entry -1 is not a non-negative integer"});
+  expect_error(
+      make_file(R"({"a": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}})", {0, 0, 0, 0}),
+      {"tensor 'a': unknown dtype 'Q9'"});
 }
 
 TEST(Safetensors, OffsetsOutOfRange) {
@@ -297,7 +299,8 @@ TEST(Safetensors, MissingShard) {
   ASSERT_FALSE(ckpt.ok());
   EXPECT_NE(ckpt.message().find("model.safetensors.index.json: shard "
                                 "'model-00002-of-00002.safetensors'"),
-            std::string::npos) << ckpt.message();
+            std::string::npos)
+      << ckpt.message();
   EXPECT_NE(ckpt.message().find("is missing"), std::string::npos) << ckpt.message();
 }
 
@@ -323,13 +326,15 @@ TEST(Safetensors, BadIndex) {
   Result<SafetensorsCheckpoint> no_map = SafetensorsCheckpoint::open(dir);
   ASSERT_FALSE(no_map.ok());
   EXPECT_NE(no_map.message().find("expected an object with a \"weight_map\" object"),
-            std::string::npos) << no_map.message();
+            std::string::npos)
+      << no_map.message();
   write_text(dir + "/model.safetensors.index.json", "{\"weight_map\": {\n  \"a\": x}}");
   Result<SafetensorsCheckpoint> syntax = SafetensorsCheckpoint::open(dir);
   ASSERT_FALSE(syntax.ok());
   EXPECT_NE(syntax.message().find("model.safetensors.index.json: JSON syntax error at byte 24 "
                                   "(line 2, column 8)"),
-            std::string::npos) << syntax.message();
+            std::string::npos)
+      << syntax.message();
 }
 
 // Writes an FP8 checkpoint whose scale_inv has `scale_shape` and `scale_dtype`.
@@ -354,7 +359,8 @@ TEST(Safetensors, ScaleInvShape) {
   Result<SafetensorsCheckpoint> bad = SafetensorsCheckpoint::open(wrong);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find(wrong + ": tensor 'w_scale_inv': shape [2, 2], expected [3, 2]"),
-            std::string::npos) << bad.message();
+            std::string::npos)
+      << bad.message();
   EXPECT_NE(bad.message().find("block scales of 'w' [300, 130]"), std::string::npos)
       << bad.message();
 
@@ -365,7 +371,8 @@ TEST(Safetensors, ScaleInvShape) {
   Result<SafetensorsCheckpoint> bf16 = SafetensorsCheckpoint::open(fp8_file("BF16", "[3, 2]", 12));
   ASSERT_FALSE(bf16.ok());
   EXPECT_NE(bf16.message().find("tensor 'w_scale_inv': dtype BF16, expected F32"),
-            std::string::npos) << bf16.message();
+            std::string::npos)
+      << bf16.message();
 }
 
 TEST(Safetensors, RandomByteFlipsNeverCrash) {
@@ -411,7 +418,8 @@ TEST(ReadJsonFile, Errors) {
   Result<nlohmann::json> bad = read_json_file(dir + "/bad.json");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.message().find(dir + "/bad.json: JSON syntax error at byte 19 (line 3, column 8)"),
-            std::string::npos) << bad.message();
+            std::string::npos)
+      << bad.message();
   write_text(dir + "/good.json", R"({"x": [1, 2.5, "s"]})");
   Result<nlohmann::json> good = read_json_file(dir + "/good.json");
   ASSERT_TRUE(good.ok()) << good.message();
@@ -431,7 +439,8 @@ TEST(Safetensors, MalformedConfig) {
 TEST(Safetensors, MissingPath) {
   Result<SafetensorsCheckpoint> none = SafetensorsCheckpoint::open("/nonexistent/model");
   ASSERT_FALSE(none.ok());
-  EXPECT_NE(none.message().find("/nonexistent/model: no such file or directory"), std::string::npos);
+  EXPECT_NE(none.message().find("/nonexistent/model: no such file or directory"),
+            std::string::npos);
   const std::string empty = temp_dir();
   Result<SafetensorsCheckpoint> no_files = SafetensorsCheckpoint::open(empty);
   ASSERT_FALSE(no_files.ok());
