@@ -157,11 +157,12 @@ void register_all() {
     for (int64_t T : {64, 512}) {
       const Shape s = kShapes[0];
       const std::string name = std::string("Matmul/") + std::string(dtype_name(t));
-      benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
-          ->Args({static_cast<int64_t>(t), s.rows, s.cols, T, 2, -1, 0})
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond)
-          ->MinTime(0.3);
+      for (int threads : {1, 2})
+        benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
+            ->Args({static_cast<int64_t>(t), s.rows, s.cols, T, threads, -1, 0})
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->MinTime(0.3);
     }
   }
 }

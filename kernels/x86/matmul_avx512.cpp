@@ -148,14 +148,13 @@ struct FQ8_0 {
 
 // R rows x T tokens over nb blocks. w: first row; xq/xd: first token's codes and pair scales.
 template <class F, int R, int T>
-void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, int64_t xq_stride,
-            const float* xd, int64_t xd_stride, float* y, int64_t y_stride) {
+void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, int64_t p_begin, int64_t p_end, const int8_t* xq,
+            int64_t xq_stride, const float* xd, int64_t xd_stride, float* y, int64_t y_stride, bool accumulate) {
   using Block = typename F::Block;
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  const int64_t np = (nb + 1) / 2;
-  for (int64_t p = 0; p < np; ++p) {
+  for (int64_t p = p_begin; p < p_end; ++p) {
     const bool has_b = 2 * p + 1 < nb;
     __m512i q[R];
     __m512 d[R], m[R];
@@ -178,7 +177,8 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, in
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) y[t * y_stride + r] = _mm512_reduce_add_ps(acc[r][t]);
+    for (int t = 0; t < T; ++t)
+      y[t * y_stride + r] = (accumulate ? y[t * y_stride + r] : 0.0f) + _mm512_reduce_add_ps(acc[r][t]);
 }
 
 // --- K-quant formats (super-blocks of 256, activations Q8_K) -----------------------------------
@@ -303,13 +303,14 @@ struct FQ6_K {
 };
 
 template <class F, int R, int T>
-void gemmK(const uint8_t* w, size_t row_bytes, int64_t nsb, const int8_t* xq, int64_t xq_stride,
-           const float* xd, const int16_t* xbs, int64_t xs_stride, float* y, int64_t y_stride) {
+void gemmK(const uint8_t* w, size_t row_bytes, int64_t sb_begin, int64_t sb_end, const int8_t* xq,
+           int64_t xq_stride, const float* xd, const int16_t* xbs, int64_t xs_stride, float* y, int64_t y_stride,
+           bool accumulate) {
   using Block = typename F::Block;
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  for (int64_t sb = 0; sb < nsb; ++sb) {
+  for (int64_t sb = sb_begin; sb < sb_end; ++sb) {
     typename F::State st[R];
     for (int r = 0; r < R; ++r) F::prepare(reinterpret_cast<const Block*>(w + r * row_bytes) + sb, st[r]);
     __m512i isum[R][T];
@@ -341,7 +342,8 @@ void gemmK(const uint8_t* w, size_t row_bytes, int64_t nsb, const int8_t* xq, in
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) y[t * y_stride + r] = _mm512_reduce_add_ps(acc[r][t]);
+    for (int t = 0; t < T; ++t)
+      y[t * y_stride + r] = (accumulate ? y[t * y_stride + r] : 0.0f) + _mm512_reduce_add_ps(acc[r][t]);
 }
 
 // --- Float weights (F32, F16, BF16, F8_E4M3): f32 activations, f32 accumulation -----------------
@@ -420,21 +422,28 @@ void with_tile(int R, int T, Fn&& fn) {
   }
 }
 
-// Runs tile(r0, R, t0, T) over all rows and tokens: row slabs in parallel, token tiles outer
-// within a slab so the slab's weights stay in cache.
+// Runs tile(r0, R, t0, T, kb) over all rows, tokens and column blocks kb < n_kblocks: row slabs in
+// parallel; within a slab, column blocks outermost, then token tiles, then row tiles, so that a
+// token tile's activations for one column block stay in L1 while the slab's weights for that
+// block stream from L2 (prefill). Decode uses a single column block.
 template <class Tile>
-void for_tiles(int64_t rows, size_t row_bytes, int64_t n_tokens, ThreadPool& pool, Tile&& tile) {
+void for_tiles(int64_t rows, size_t row_bytes, int64_t n_tokens, int64_t n_kblocks, ThreadPool& pool, Tile&& tile) {
   const int64_t slab = rows_per_task(rows, row_bytes, pool.size(), n_tokens);
   pool.parallel_for((rows + slab - 1) / slab, [&](int64_t task, int) {
     const int64_t r_begin = task * slab, r_end = std::min(rows, r_begin + slab);
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += 4) {
-      const int T = static_cast<int>(std::min<int64_t>(4, n_tokens - t0));
-      int64_t r0 = r_begin;
-      for (; r0 + 4 <= r_end; r0 += 4) tile(r0, 4, t0, T);
-      for (; r0 < r_end; ++r0) tile(r0, 1, t0, T);
-    }
+    for (int64_t kb = 0; kb < n_kblocks; ++kb)
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += 4) {
+        const int T = static_cast<int>(std::min<int64_t>(4, n_tokens - t0));
+        int64_t r0 = r_begin;
+        for (; r0 + 4 <= r_end; r0 += 4) tile(r0, 4, t0, T, kb);
+        for (; r0 < r_end; ++r0) tile(r0, 1, t0, T, kb);
+      }
   });
 }
+
+// Column blocking (kb) is wired through but unused: splitting K into 1024-4096-column blocks so a
+// token tile's activations stay in L1 measured 3-10% slower for prefill (the tiles are
+// compute-bound, not cache-bound), so every call uses one column block.
 
 template <class F>
 void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
@@ -448,10 +457,11 @@ void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, T
   });
   const size_t rb = w.row_bytes();
   const auto* wd = static_cast<const uint8_t*>(w.data);
-  for_tiles(rows, rb, n_tokens, pool, [&](int64_t r0, int R, int64_t t0, int T) {
+  const int64_t kb_pairs = np;
+  for_tiles(rows, rb, n_tokens, (np + kb_pairs - 1) / kb_pairs, pool, [&](int64_t r0, int R, int64_t t0, int T, int64_t kb) {
     with_tile(R, T, [&]<int kR, int kT>() {
-      gemm32<F, kR, kT>(wd + r0 * rb, rb, nb, xq + t0 * xq_stride, xq_stride, xd + t0 * xd_stride,
-                        xd_stride, y + t0 * rows + r0, rows);
+      gemm32<F, kR, kT>(wd + r0 * rb, rb, nb, kb * kb_pairs, std::min(np, (kb + 1) * kb_pairs), xq + t0 * xq_stride,
+                        xq_stride, xd + t0 * xd_stride, xd_stride, y + t0 * rows + r0, rows, kb > 0);
     });
   });
 }
@@ -470,10 +480,11 @@ void matmulK(const TensorView& w, const float* x, int64_t n_tokens, float* y, Th
   });
   const size_t rb = w.row_bytes();
   const auto* wd = static_cast<const uint8_t*>(w.data);
-  for_tiles(rows, rb, n_tokens, pool, [&](int64_t r0, int R, int64_t t0, int T) {
+  const int64_t kb_sbs = nsb;
+  for_tiles(rows, rb, n_tokens, (nsb + kb_sbs - 1) / kb_sbs, pool, [&](int64_t r0, int R, int64_t t0, int T, int64_t kb) {
     with_tile(R, T, [&]<int kR, int kT>() {
-      gemmK<F, kR, kT>(wd + r0 * rb, rb, nsb, xq + t0 * cols, cols, xd + t0 * nsb, xbs + t0 * nsb * 16,
-                       nsb, y + t0 * rows + r0, rows);
+      gemmK<F, kR, kT>(wd + r0 * rb, rb, kb * kb_sbs, std::min(nsb, (kb + 1) * kb_sbs), xq + t0 * cols, cols,
+                       xd + t0 * nsb, xbs + t0 * nsb * 16, nsb, y + t0 * rows + r0, rows, kb > 0);
     });
   });
 }
@@ -481,7 +492,7 @@ void matmulK(const TensorView& w, const float* x, int64_t n_tokens, float* y, Th
 template <DType TY>
 void matmul_float(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
   const int64_t rows = w.rows(), cols = w.cols();
-  for_tiles(rows, w.row_bytes(), n_tokens, pool, [&](int64_t r0, int R, int64_t t0, int T) {
+  for_tiles(rows, w.row_bytes(), n_tokens, 1, pool, [&](int64_t r0, int R, int64_t t0, int T, int64_t) {
     with_tile(R, T, [&]<int kR, int kT>() {
       gemm_float<TY, kR, kT>(w, r0, x + t0 * cols, cols, y + t0 * rows + r0, rows);
     });
