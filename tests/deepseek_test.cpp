@@ -944,11 +944,13 @@ TEST_P(deepseek_fixture, MatchesReference) {
   const std::vector<float> want = tensor_f32(*ref, "logits");
   std::vector<int32_t> tokens(ids.begin(), ids.end());
   const size_t n_decode = 16, n_prefill = tokens.size() - n_decode;
+  std::vector<float> cached_auto;
   for (MlaPath p : {MlaPath::Auto, MlaPath::Naive, MlaPath::Absorbed}) {
     auto m = load(dir, options(1, static_cast<int64_t>(tokens.size())));
     ASSERT_TRUE(m);
     m->set_mla_path(p);
     const auto got = run_cached(*m, tokens, n_prefill);
+    if (p == MlaPath::Auto) cached_auto = got;
     const float d = rel_diff(got, want);
     std::printf(
         "[fixture %s] prefill %zu + %zu decode (%s MLA) vs reference: max|d|/max|logit| = %.3g\n",
@@ -1010,8 +1012,12 @@ TEST_P(deepseek_fixture, MatchesReference) {
   std::vector<float> hidden;
   const auto full = run_full(*m, tokens, 0, &hidden);
   const float d_full = rel_diff(full, want);
-  std::printf("[fixture %s] one full forward vs reference: %.3g\n", GetParam().c_str(), d_full);
+  const float d_cached_full = rel_diff(cached_auto, full);
+  std::printf(
+      "[fixture %s] one full forward vs reference: %.3g; prefill + decode vs full forward: %.3g\n",
+      GetParam().c_str(), d_full, d_cached_full);
   EXPECT_LT(d_full, kTol);
+  EXPECT_LT(d_cached_full, kTol);
 
   // MTP: h_i = final_norm(h) of position i and token i+1 -> logits of token i+2.
   const bool has_mtp = ref->has("mtp_logits");
