@@ -18,8 +18,9 @@
 //  - The MLA cache is f32 (kv_lora_rank + qk_rope_head_dim floats per token and layer); no
 //    bf16 / fp8 cache yet.
 //  - The naive path materialises K and V of every cached position of a sequence per layer:
-//    [end_pos, n_heads, qk_nope + v] floats (V3 at 4k context: 512 MiB). Auto only picks it
-//    when it costs fewer flops; blocking it over keys would bound the memory.
+//    [end_pos, n_heads, qk_nope + v] floats (V3 at 4k context: 512 MiB). Auto picks it only
+//    when it costs fewer flops and that buffer stays under 256 MiB; blocking it over keys
+//    (online softmax) would lift the limit.
 //  - The absorbed path dequantises wkv_b row by row on each forward (as model.py calls
 //    weight_dequant on each forward) instead of a fused transposed matmul kernel.
 //  - GGUF files without expert_group_count (older converters) route without group limits,
@@ -52,7 +53,8 @@ enum class DeepSeekScoreFunc { Softmax, Sigmoid };
 // groups ranked by the sum of their two best biased scores.
 enum class DeepSeekTopkMethod { Greedy, GroupLimitedGreedy, NoauxTc };
 // model.py's attn_impl. Auto picks, per sequence and batch, whichever costs fewer flops
-// (naive wins for long prefills, absorbed for decode); see mla_cost() in deepseek_attention.cpp.
+// (naive wins for long prefills, absorbed for decode) within a memory bound; see
+// auto_picks_naive() in deepseek_attention.cpp.
 enum class MlaPath { Auto, Naive, Absorbed };
 
 struct DeepSeekConfig {

@@ -94,6 +94,18 @@ double absorbed_cost(const DeepSeekConfig& c, double T, double end_pos) {
   return fold + T * end_pos * H * (2.0 * c.kv_lora_rank + c.qk_rope_head_dim);
 }
 
+// Auto leaves the naive path when its expanded K and V would exceed this (V3: about 2k
+// positions); the absorbed path needs no per-head buffer at any length.
+constexpr double kNaiveMaxExpandedBytes = 256.0 * 1024 * 1024;
+
+bool auto_picks_naive(const DeepSeekConfig& c, double T, double end_pos) {
+  const double expanded_bytes =
+      end_pos * static_cast<double>(c.n_heads * (c.qk_nope_head_dim + c.v_head_dim)) *
+      sizeof(float);
+  return expanded_bytes <= kNaiveMaxExpandedBytes &&
+         naive_cost(c, T, end_pos) < absorbed_cost(c, T, end_pos);
+}
+
 float* cache_row(const MlaContext& ctx, int32_t seq, int64_t pos) {
   const int64_t row = ctx.config->kv_cache_row();
   return ctx.cache->rows.data() + (static_cast<int64_t>(seq) * ctx.n_ctx + pos) * row;
@@ -193,8 +205,7 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
     const bool naive =
         ctx.path == MlaPath::Naive ||
         (ctx.path == MlaPath::Auto &&
-         naive_cost(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)) <
-             absorbed_cost(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)));
+         auto_picks_naive(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)));
     if (!naive) {
       absorbed.insert(absorbed.end(), idx.begin(), idx.end());
       continue;
