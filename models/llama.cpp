@@ -202,24 +202,6 @@ Result<LlamaConfig> config_from_hf(const WeightSource& source, const std::string
 
 // --- Weights: one name table per checkpoint format -----------------------------------------
 
-struct LlamaTensorNames {
-  const char* tok_embeddings;
-  const char* norm;
-  const char* output;
-  // Per layer; {} is the layer index.
-  const char* attention_norm;
-  const char* wq;
-  const char* wk;
-  const char* wv;
-  const char* wo;
-  const char* bq;
-  const char* bk;
-  const char* bv;
-  const char* ffn_norm;
-  const char* w1;
-  const char* w3;
-  const char* w2;
-};
 
 constexpr LlamaTensorNames kGgufNames = {
     "token_embd.weight",         "output_norm.weight",       "output.weight",
@@ -246,6 +228,15 @@ constexpr LlamaTensorNames kHfNames = {
     "model.layers.{}.mlp.up_proj.weight",
     "model.layers.{}.mlp.down_proj.weight",
 };
+
+}  // namespace
+
+const LlamaTensorNames& llama_tensor_names(bool gguf) { return gguf ? kGgufNames : kHfNames; }
+Result<LlamaConfig> llama_config_from_hf(const WeightSource& source, const std::string& arch) {
+  return config_from_hf(source, arch);
+}
+
+namespace {
 
 bool is_matmul_dtype(DType t) {
   switch (t) {
@@ -480,6 +471,9 @@ class LlamaModel final : public Model {
       std::memcpy(key_cache + slot, k, static_cast<size_t>(kv_dim) * sizeof(float));
       std::memcpy(value_cache + slot, v, static_cast<size_t>(kv_dim) * sizeof(float));
     }
+    tap("Qcur", layer, s.q.data(), T, q_dim);
+    tap("Kcur", layer, s.k.data(), T, kv_dim);
+    tap("Vcur", layer, s.v.data(), T, kv_dim);
     // softmax(q k^T / sqrt(hd)) v per (token, query head), causal: keys 0..pos of the token's
     // sequence. GQA: query head h reads kv head h / (n_heads / n_kv_heads).
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -497,7 +491,9 @@ class LlamaModel final : public Model {
       std::fill(out, out + hd, 0.0f);
       for (int64_t j = 0; j < n_keys; ++j) axpy(scores[j], value_cache + base + j * kv_dim, hd, out);
     });
+    tap("kqv_out", layer, s.att_out.data(), T, q_dim);
     matmul(l.wo, s.att_out.data(), T, s.proj.data(), pool_);  // proj = att_out @ wo.T  [T, dim]
+    tap("attn_out", layer, s.proj.data(), T, c.dim);
   }
 
   // LlamaMLP.forward: down(silu(gate(xb)) * up(xb)), xb [T, dim] -> proj [T, dim].
@@ -525,19 +521,25 @@ class LlamaModel final : public Model {
         s.rope_sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(theta)));
       }
     }
+    tap("inp_embd", -1, s.x.data(), T, dim);
     // LlamaDecoderLayer: x = x + attn(norm(x)); x = x + mlp(norm(x)).
     for (int64_t layer = 0; layer < c.n_layers; ++layer) {
       const LlamaLayerWeights& l = weights_.layers[static_cast<size_t>(layer)];
       for (int64_t t = 0; t < T; ++t) {
         rms_norm(s.x.data() + t * dim, l.attention_norm.data(), c.norm_eps, dim, s.xb.data() + t * dim);
       }
+      tap("attn_norm", layer, s.xb.data(), T, dim);
       attention(l, layer, batch);
       axpy(1.0f, s.proj.data(), T * dim, s.x.data());
+      tap("ffn_inp", layer, s.x.data(), T, dim);
       for (int64_t t = 0; t < T; ++t) {
         rms_norm(s.x.data() + t * dim, l.ffn_norm.data(), c.norm_eps, dim, s.xb.data() + t * dim);
       }
+      tap("ffn_norm", layer, s.xb.data(), T, dim);
       mlp(l, T);
+      tap("ffn_out", layer, s.proj.data(), T, dim);
       axpy(1.0f, s.proj.data(), T * dim, s.x.data());
+      tap("l_out", layer, s.x.data(), T, dim);
     }
     for (const BatchToken& b : batch) {
       int32_t& len = s.seq_len[static_cast<size_t>(b.seq)];
@@ -550,10 +552,20 @@ class LlamaModel final : public Model {
       rms_norm(s.x.data() + t * dim, weights_.norm.data(), c.norm_eps, dim, s.logits_in.data() + n_out * dim);
       ++n_out;
     }
+    tap("result_norm", -1, s.logits_in.data(), n_out, dim);
     if (n_out > 0) matmul(weights_.output, s.logits_in.data(), n_out, logits, pool_);  // [n_out, vocab]
     return n_out;
   }
 
+  void tap(const char* name, int64_t layer, const float* data, int64_t rows, int64_t cols) const {
+    if (tap_) tap_(name, layer, data, rows, cols);
+  }
+
+ public:
+  void set_tap(LlamaTap tap) { tap_ = std::move(tap); }
+
+ private:
+  LlamaTap tap_;
   LlamaConfig config_;
   LlamaWeights weights_;
   LlamaRunState state_;
@@ -588,6 +600,13 @@ std::vector<float> llama_inv_freq(double rope_theta, int64_t rope_dim, const Lla
     }
   }
   return inv_freq;
+}
+
+bool set_llama_tap(Model& model, LlamaTap tap) {
+  auto* llama = dynamic_cast<LlamaModel*>(&model);
+  if (!llama) return false;
+  llama->set_tap(std::move(tap));
+  return true;
 }
 
 Result<std::unique_ptr<Model>> load_llama(const ModelSource& source) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,6 +100,40 @@ struct LlamaRunState {
   std::vector<std::unique_ptr<float[]>> key_cache, value_cache;
   std::vector<int32_t> seq_len;  // [n_seq_max] tokens cached per sequence
 };
+
+// The checkpoint names of each weight, one table per format (llama.cpp's two tables: GGUF and
+// HF safetensors). Exposed, with the HF config reader, for `sputnik quantize` (models/convert.cpp).
+struct LlamaTensorNames {
+  const char* tok_embeddings;
+  const char* norm;
+  const char* output;
+  // Per layer; {} is the layer index.
+  const char* attention_norm;
+  const char* wq;
+  const char* wk;
+  const char* wv;
+  const char* wo;
+  const char* bq;
+  const char* bk;
+  const char* bv;
+  const char* ffn_norm;
+  const char* w1;
+  const char* w3;
+  const char* w2;
+};
+const LlamaTensorNames& llama_tensor_names(bool gguf);
+// The config of an HF checkpoint (architectures[0] LlamaForCausalLM / Qwen2ForCausalLM).
+Result<LlamaConfig> llama_config_from_hf(const WeightSource& source, const std::string& arch);
+
+// Called with every named intermediate of a forward pass, as llama.cpp names its graph nodes
+// ("inp_embd", "attn_norm", "Qcur", "Kcur", "Vcur" (after bias and rope), "kqv_out", "attn_out",
+// "ffn_inp", "ffn_norm", "ffn_out", "l_out", "result_norm"), with the layer (-1: none) and the
+// rows x cols f32 values (one row per token of the chunk; result_norm: rows wanting logits).
+// For comparing activations with the reference or with llama.cpp's eval callback.
+using LlamaTap = std::function<void(const std::string& name, int64_t layer, const float* data,
+                                    int64_t rows, int64_t cols)>;
+// Sets the tap of a model load_llama built; false if `model` is not one.
+bool set_llama_tap(Model& model, LlamaTap tap);
 
 // Builds a Llama or Qwen2 model from a GGUF file (general.architecture "llama"/"qwen2") or an
 // HF checkpoint (architectures[0] "LlamaForCausalLM"/"Qwen2ForCausalLM"). Every tensor's

@@ -139,6 +139,43 @@ TEST(LlamaModel, Llama3RopeFrequencies) {
   for (int i = 0; i < 8; ++i) EXPECT_NEAR(f[i], expected[i], 1e-4 * expected[i]) << i;
 }
 
+// Named activations: each decoder layer's output ("l_out") against transformers' (forward hooks).
+TEST(LlamaModel, LayerOutputsMatchTransformers) {
+  for (const std::string name : {"llama", "qwen2"}) {
+    const Reference ref = read_reference(name);
+    auto model = load_dense(name, small_options());
+    ASSERT_NE(model, nullptr);
+    const int64_t T = static_cast<int64_t>(ref.tokens.size()), dim = model->info().hidden_size;
+    const int64_t n_layers = model->info().n_layers;
+    std::vector<float> expected(static_cast<size_t>(n_layers * T * dim));
+    std::ifstream in(kDense + name + "/reference_l_out.f32", std::ios::binary);
+    in.read(reinterpret_cast<char*>(expected.data()), static_cast<std::streamsize>(expected.size() * 4));
+    ASSERT_TRUE(in.good());
+    std::vector<float> got(expected.size());
+    std::vector<std::string> names;
+    ASSERT_TRUE(set_llama_tap(*model, [&](const std::string& n, int64_t layer, const float* data,
+                                          int64_t rows, int64_t cols) {
+      if (layer <= 0) names.push_back(n);
+      if (n != "l_out") return;
+      ASSERT_EQ(rows, T);
+      ASSERT_EQ(cols, dim);
+      std::copy(data, data + rows * cols, got.begin() + layer * T * dim);
+    }));
+    std::vector<float> logits(ref.logits.size());
+    ASSERT_TRUE(model->forward(sequence_batch(ref.tokens, 0), logits.data()).ok());
+    float scale = 0;
+    for (float v : expected) scale = std::max(scale, std::fabs(v));
+    const float diff = max_abs_diff(got.data(), expected.data(), got.size());
+    std::printf("%s: max |l_out - transformers| = %.3g (scale %.3g)\n", name.c_str(), diff, scale);
+    EXPECT_LE(diff, 1e-4f * scale);
+    const std::vector<std::string> order = {"inp_embd", "attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out",
+                                            "attn_out", "ffn_inp", "ffn_norm", "ffn_out", "l_out"};
+    ASSERT_GE(names.size(), order.size());
+    EXPECT_TRUE(std::equal(order.begin(), order.end(), names.begin()));
+    EXPECT_EQ(names.back(), "result_norm");
+  }
+}
+
 // --- The fixtures as GGUF ----------------------------------------------------------------------
 
 // llama.cpp's convert_hf_to_gguf.py permutes llama q/k rows from HF's rotate-half order to

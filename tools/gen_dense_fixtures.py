@@ -7,6 +7,8 @@ For each model, under tests/data/dense/<name>/:
   reference.json                   {"tokens": [...], "n_prefill": 16, "vocab_size": 256}
   reference_logits.f32             little-endian f32 [len(tokens), vocab_size]: the logits of a
                                    full forward pass over all tokens (eager attention, f32)
+  reference_l_out.f32              little-endian f32 [n_layers, len(tokens), hidden_size]: the
+                                   output of each decoder layer in that pass
 
 There is no tokenizer.json: load_model loads these with a null tokenizer.
 
@@ -57,10 +59,19 @@ def build(name, model, seed):
             os.remove(path)
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, VOCAB, size=N_PREFILL + N_DECODE).tolist()
+    layer_outputs = []  # the residual stream after each decoder layer (sputnik's "l_out")
+    hooks = [layer.register_forward_hook(
+        lambda module, args, output: layer_outputs.append(
+            (output[0] if isinstance(output, tuple) else output)[0].detach().float().numpy()))
+        for layer in model.model.layers]
     with torch.no_grad():
         logits = model(torch.tensor([tokens])).logits[0].float().numpy()
+    for h in hooks:
+        h.remove()
     assert logits.shape == (len(tokens), VOCAB)
+    assert len(layer_outputs) == len(model.model.layers)
     logits.astype("<f4").tofile(os.path.join(out_dir, "reference_logits.f32"))
+    np.stack(layer_outputs).astype("<f4").tofile(os.path.join(out_dir, "reference_l_out.f32"))
     with open(os.path.join(out_dir, "reference.json"), "w") as f:
         json.dump({"tokens": tokens, "n_prefill": N_PREFILL, "vocab_size": VOCAB}, f)
         f.write("\n")
