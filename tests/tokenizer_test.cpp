@@ -469,6 +469,47 @@ TEST_F(BadTokenizerJson, ErrorsNameFileAndField) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// One tokenizer.json feature at a time: synthetic_tokenizer.json patched (RFC 7386) as in
+// synthetic.json, against HF's ids for each variant.
+
+TEST(SyntheticTokenizer, EachFeatureMatchesHuggingFace) {
+  std::ifstream base_file(kData + "synthetic_tokenizer.json");
+  std::ifstream goldens_file(kData + "synthetic.json");
+  ASSERT_TRUE(base_file && goldens_file);
+  const auto base = nlohmann::json::parse(base_file);
+  const auto goldens = nlohmann::json::parse(goldens_file);
+  const auto strings = goldens["strings"].get<std::vector<std::string>>();
+  auto dir = std::filesystem::temp_directory_path() /
+             ("sputnik_tok_synthetic_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  size_t variants = 0;
+  for (const auto& [name, variant] : goldens["variants"].items()) {
+    auto spec = base;
+    spec.merge_patch(variant["patch"]);
+    std::string path = (dir / (name + ".json")).string();
+    std::ofstream(path) << spec.dump();
+    auto tokenizer = Tokenizer::from_hf_json(path);
+    ASSERT_TRUE(tokenizer.ok()) << name << ": " << tokenizer.message();
+    size_t agree = 0;
+    for (size_t i = 0; i < strings.size(); ++i) {
+      auto ids = (*tokenizer)->encode(strings[i]);
+      auto expected = variant["ids"][i].get<std::vector<int32_t>>();
+      EXPECT_EQ(ids, expected) << name << " " << nlohmann::json(strings[i]).dump();
+      agree += ids == expected;
+      if (variant.contains("nospecial_ids")) {
+        EXPECT_EQ((*tokenizer)->encode(strings[i], false),
+                  variant["nospecial_ids"][i].get<std::vector<int32_t>>())
+            << name << " parse_special=false " << nlohmann::json(strings[i]).dump();
+      }
+    }
+    std::printf("synthetic %s: %zu/%zu agree\n", name.c_str(), agree, strings.size());
+    ++variants;
+  }
+  std::filesystem::remove_all(dir);
+  EXPECT_GE(variants, 10u);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Pre-tokenizer semantics on their own.
 
 TEST(PreTokenizer, SplitBehaviours) {

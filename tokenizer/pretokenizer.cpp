@@ -13,14 +13,56 @@ struct Regex::Code {
   ~Code() { pcre2_code_free(code); }
 };
 
+namespace {
+
+// HF compiles patterns with Oniguruma, whose Unicode \w is Unicode's Word class (alphabetic,
+// marks, decimal digits, connector punctuation, join controls) plus, from its Latin-1 table,
+// the superscripts and vulgar fractions; PCRE2 10.42's UCP \w is letters and all numbers plus
+// '_'. Spell \w and \W out so both engines see the same class. (\d and \s agree: see the
+// goldens.)
+std::string onig_compatible(const std::string& pattern) {
+  constexpr const char* kWord =
+      R"(\p{L}\p{Nl}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}\x{B2}\x{B3}\x{B9}\x{BC}-\x{BE})";
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      char next = pattern[++i];
+      if (next == 'w') {
+        out += in_class ? std::string(kWord) : "[" + std::string(kWord) + "]";
+      } else if (next == 'W' && !in_class) {
+        out += "[^" + std::string(kWord) + "]";
+      } else {
+        out += c;
+        out += next;
+      }
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];  // literal ]
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<Regex> Regex::compile(const std::string& pattern, bool literal) {
   // MATCH_INVALID_UTF: invalid UTF-8 in user text never matches instead of failing the match, so
   // stray bytes fall between matches and still reach byte-level BPE.
-  uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
-  if (literal) options |= PCRE2_LITERAL;
+  uint32_t options = PCRE2_UTF | PCRE2_MATCH_INVALID_UTF;
+  options |= literal ? PCRE2_LITERAL : PCRE2_UCP;  // PCRE2 rejects UCP with LITERAL
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  const std::string source = literal ? pattern : onig_compatible(pattern);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(),
                                    options, &error_code, &error_offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
@@ -173,7 +215,10 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& p
     next.clear();
     for (std::string_view piece : pieces) {
       if (step.add_prefix_space && piece.front() != ' ') {
-        storage.push_back(" " + std::string(piece));
+        // (Built by copy: GCC 12 warns falsely about " " + std::string under -Wrestrict.)
+        std::string prefixed(piece.size() + 1, ' ');
+        std::copy(piece.begin(), piece.end(), prefixed.begin() + 1);
+        storage.push_back(std::move(prefixed));
         piece = storage.back();
       }
       if (step.has_regex) {

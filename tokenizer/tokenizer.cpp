@@ -14,10 +14,11 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <deque>
 #include <filesystem>
-#include <mutex>
 #include <fstream>
+#include <mutex>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
@@ -45,10 +46,31 @@ struct Fragment {
   std::string_view text;
 };
 
-bool is_ascii_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
-bool is_word_char(char c) {
-  // Known debt: HF single_word uses char::is_alphanumeric (Unicode); none of our files set it.
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+// Rust char::is_whitespace (the White_Space property), which HF's lstrip/rstrip use.
+bool is_whitespace(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+         cp == 0x205F || cp == 0x3000;
+}
+
+// Start of the UTF-8 char that ends at `end` (end > 0).
+size_t previous_char(std::string_view text, size_t end) {
+  size_t start = end - 1;
+  while (start > 0 && end - start < 4 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) {
+    --start;
+  }
+  return start;
+}
+
+// HF single_word: a token only matches when the chars around it are not word chars (Rust
+// regex \w: alphabetic, marks, decimal digits, connector punctuation).
+bool is_word_char_at(std::string_view text, size_t pos) {
+  static const tok::Regex kWord = tok::Regex::compile(R"([\p{L}\p{Nl}\p{M}\p{Nd}\p{Pc}])").value();
+  uint32_t cp;
+  size_t length = tok::utf8_decode(text, pos, &cp);
+  std::vector<std::pair<size_t, size_t>> matches;
+  kWord.find_all(text.substr(pos, length), matches);
+  return !matches.empty();
 }
 
 }  // namespace
@@ -193,15 +215,26 @@ struct Tokenizer::Impl {
         pos = stop;  // the automaton resumes after the match even when the match is skipped
         if (match->special && !parse_special) continue;
         if (match->single_word) {
-          bool word_before = start > 0 && is_word_char(text[start - 1]);
-          bool word_after = stop < text.size() && is_word_char(text[stop]);
+          bool word_before = start > 0 && is_word_char_at(text, previous_char(text, start));
+          bool word_after = stop < text.size() && is_word_char_at(text, stop);
           if (word_before || word_after) continue;
         }
-        if (match->lstrip) {
-          while (start > emitted && is_ascii_space(text[start - 1])) --start;
+        if (match->lstrip) {  // swallow the whitespace before, back to the previous match
+          while (start > emitted) {
+            size_t previous = std::max(previous_char(text, start), emitted);
+            uint32_t cp;
+            tok::utf8_decode(text, previous, &cp);
+            if (!is_whitespace(cp)) break;
+            start = previous;
+          }
         }
-        if (match->rstrip) {
-          while (stop < text.size() && is_ascii_space(text[stop])) ++stop;
+        if (match->rstrip) {  // and after
+          while (stop < text.size()) {
+            uint32_t cp;
+            size_t length = tok::utf8_decode(text, stop, &cp);
+            if (!is_whitespace(cp)) break;
+            stop += length;
+          }
         }
         if (start > emitted) out.push_back({-1, text.substr(emitted, start - emitted)});
         out.push_back({match->id, text.substr(start, stop - start)});
@@ -565,6 +598,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   if (root.contains("added_tokens") && !root["added_tokens"].is_null()) {
     const json& added = root["added_tokens"];
     if (!added.is_array()) return make_error("{}: field 'added_tokens': expected an array", path);
+    std::unordered_map<std::string, int32_t> added_ids;
+    int64_t max_added_id = -1;
     for (size_t i = 0; i < added.size(); ++i) {
       const json& entry = added[i];
       std::string where = fmt::format("{}: field 'added_tokens[{}]", path, i);
@@ -574,8 +609,23 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
         return make_error("{}': expected {{\"id\": int >= 0, \"content\": string, ...}}", where);
       }
       AddedToken token;
-      token.id = entry["id"].get<int32_t>();
       token.content = entry["content"].get<std::string>();
+      // HF (added_vocabulary.rs add_tokens) takes the id from the vocabulary when the content
+      // is already there, else the next id after the vocabulary and the added tokens so far;
+      // the file's "id" is only checked (with a warning). For consistent files they agree.
+      if (added_ids.count(token.content)) continue;  // a repeated token is added once
+      auto known = impl->vocab.find(token.content);
+      if (known != impl->vocab.end()) {
+        token.id = known->second;
+      } else {
+        int64_t model_size = static_cast<int64_t>(impl->vocab.size());
+        token.id = static_cast<int32_t>(
+            max_added_id < 0 ? model_size
+            : (max_added_id >= model_size || model_size == 0) ? max_added_id + 1
+                                                              : model_size);
+      }
+      max_added_id = std::max<int64_t>(max_added_id, token.id);
+      added_ids.emplace(token.content, token.id);
       SPUTNIK_ASSIGN_OR_RETURN(token.special, json_bool(entry, "special", false, where));
       SPUTNIK_ASSIGN_OR_RETURN(token.normalized, json_bool(entry, "normalized", true, where));
       SPUTNIK_ASSIGN_OR_RETURN(token.lstrip, json_bool(entry, "lstrip", false, where));

