@@ -57,6 +57,8 @@ int fail(const std::string& command, const std::string& message) {
   return 1;
 }
 
+Command register_quantize(CLI::App& app);  // cli/quantize.cpp
+
 }  // namespace sputnik::cli
 
 int main(int argc, char** argv) {
@@ -66,7 +68,8 @@ int main(int argc, char** argv) {
   bool version = false;
   app.add_flag("--version", version, "print the kernel set and exit");
   std::vector<Command> commands = {register_run(app), register_chat(app), register_inspect(app),
-                                   register_perplexity(app), register_bench(app)};
+                                   register_perplexity(app), register_bench(app),
+                                   register_quantize(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
