@@ -26,6 +26,7 @@
 #include "formats/gguf_writer.h"
 #include "formats/safetensors.h"
 #include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
 #include "models/model.h"
 #include "models/weights.h"
 #include "tokenizer/tokenizer.h"
@@ -297,7 +298,10 @@ void write_safetensors_dir(const Checkpoint& ck, const fs::path& dir, bool fp8) 
 // The same checkpoint as llama.cpp's convert_hf_to_gguf.py (DeepseekV2Model) writes it: experts
 // stacked, kv_b split into attn_k_b (K part transposed per head) and attn_v_b, or kept fused as
 // attn_kv_b (older converters). f32 tensors; MTP dropped as the converter does.
-void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
+// quant: Q8_0 stores every matrix whose rows are a whole number of 32-blocks as Q8_0 (norms,
+// biases and the rest stay f32), as a quantised llama.cpp file would.
+void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b,
+                DType quant = DType::F32) {
   const nlohmann::json& c = ck.config;
   const int64_t H = c["num_attention_heads"], nope = c["qk_nope_head_dim"], v = c["v_head_dim"],
                 r = c["kv_lora_rank"], rope = c["qk_rope_head_dim"], E = c["n_routed_experts"],
@@ -343,6 +347,17 @@ void write_gguf(const Checkpoint& ck, const fs::path& path, bool split_kv_b) {
 
   auto tensor = [&](const std::string& name, std::vector<int64_t> shape,
                     std::vector<float> values) {
+    const int64_t cols = shape.back();
+    if (quant == DType::Q8_0 && shape.size() >= 2 && cols % 32 == 0) {
+      const int64_t rows = static_cast<int64_t>(values.size()) / cols;
+      std::vector<uint8_t> bytes(static_cast<size_t>(rows) * dtype_row_bytes(DType::Q8_0, cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        ref::quantize_row_q8_0(values.data() + r * cols,
+                               bytes.data() + r * dtype_row_bytes(DType::Q8_0, cols), cols);
+      }
+      w.add_tensor(name, DType::Q8_0, shape, std::move(bytes));
+      return;
+    }
     std::vector<uint8_t> bytes(values.size() * 4);
     std::memcpy(bytes.data(), values.data(), bytes.size());
     w.add_tensor(name, DType::F32, shape, std::move(bytes));
@@ -657,6 +672,50 @@ TEST_P(deepseek_tiny, GgufMatchesSafetensors) {
       EXPECT_LT(d, kTol);
     }
   }
+}
+
+// Q8_0 GGUF: stacked expert tensors sliced per expert, quantised embedding rows, matrices of
+// every shape. Compared with an f32 checkpoint of the same (Q8_0-rounded) weights: with the
+// scalar kernels (f32 activations) they must agree like any two f32 paths; with the dispatched
+// ones the matmul also rounds activations to 8 bits (as llama.cpp does), which moves these tiny
+// random models' logits by 1-3%. A wrong slice or row would move them by O(1).
+TEST_P(deepseek_tiny, QuantisedGgufMatchesItsDequantisedWeights) {
+  if (GetParam() == Variant::V3Fp8) GTEST_SKIP() << "GGUF holds no FP8";
+  Checkpoint rounded = checkpoint_;
+  for (auto& [name, t] : rounded.tensors) {
+    const int64_t cols = t.shape.back();
+    if (t.shape.size() < 2 || cols % 32 != 0) continue;
+    std::vector<uint8_t> block(dtype_row_bytes(DType::Q8_0, cols));
+    for (size_t r = 0; r * cols < t.values.size(); ++r) {
+      ref::quantize_row_q8_0(t.values.data() + r * cols, block.data(), cols);
+      ref::dequantize_row(DType::Q8_0, block.data(), t.values.data() + r * cols, cols);
+    }
+  }
+  const fs::path st_dir = dir_ / "rounded";
+  write_safetensors_dir(rounded, st_dir, false);
+  auto st = load(st_dir.string(), options());
+  ASSERT_TRUE(st);
+  const fs::path path = dir_ / "q8_0.gguf";
+  write_gguf(checkpoint_, path, true, DType::Q8_0);
+  auto g = load(path.string(), options());
+  ASSERT_TRUE(g);
+  const auto tokens = some_tokens(16, 10, st->info().vocab_size);
+  const std::string isa = kernel_isa();
+  for (const std::string& kernels : {std::string("scalar"), isa}) {
+    ASSERT_TRUE(set_kernel_isa(kernels));
+    st->truncate_sequence(0, 0);
+    const auto ref = run_full(*st, tokens);
+    for (MlaPath p : {MlaPath::Naive, MlaPath::Absorbed}) {
+      g->set_mla_path(p);
+      g->truncate_sequence(0, 0);
+      const float d = rel_diff(run_full(*g, tokens), ref);
+      std::printf("[%s] Q8_0 GGUF (%s, %s kernels) vs f32 of its dequantised weights: %.3g\n",
+                  variant_name(GetParam()), p == MlaPath::Naive ? "naive" : "absorbed",
+                  kernels.c_str(), d);
+      EXPECT_LT(d, kernels == "scalar" ? kTol : 0.05f);
+    }
+  }
+  set_kernel_isa(isa);
 }
 
 TEST_P(deepseek_tiny, MtpCachedEqualsFull) {
