@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <unistd.h>
@@ -256,12 +257,9 @@ TEST(DeepSeekLlmTokenizer, MatchesHuggingFaceOnCorpus) {
 // The same vocabularies through GGUF: tokenizer.json written as the tokenizer.ggml.* keys
 // convert_hf_to_gguf.py writes (added special tokens as control, other added tokens as
 // user-defined), loaded by from_gguf with the named pre-tokenizer, against the same goldens.
-void expect_gguf_agreement(const char* env, const char* hint, const std::string& pre,
-                           const std::string& goldens) {
-  std::string json_path = env_path(env, hint);
-  ASSERT_FALSE(json_path.empty());
-  std::ifstream file(json_path);
-  auto root = nlohmann::json::parse(file);
+// Writes the tokenizer.json `root` as a GGUF at `path`, with tokenizer.ggml.pre = pre.
+void write_gguf_tokenizer(const nlohmann::json& root, const std::string& pre,
+                          const std::string& path) {
   std::vector<std::string> tokens;
   std::vector<int64_t> types;
   auto put = [&](int64_t id, const std::string& text, int64_t type) {
@@ -289,12 +287,26 @@ void expect_gguf_agreement(const char* env, const char* hint, const std::string&
   writer.add_string_array("tokenizer.ggml.tokens", tokens);
   writer.add_int_array("tokenizer.ggml.token_type", GgufValueType::Int32, types);
   writer.add_string_array("tokenizer.ggml.merges", merges);
-  auto gguf_path = std::filesystem::temp_directory_path() /
-                   ("sputnik_tok_" + std::to_string(::getpid()) + "_" + goldens + ".gguf");
-  ASSERT_TRUE(writer.write(gguf_path.string()).ok());
-  auto gguf = GgufFile::open(gguf_path.string());
-  ASSERT_TRUE(gguf.ok()) << gguf.message();
-  auto tokenizer = Tokenizer::from_gguf(*gguf);
+  auto status = writer.write(path);
+  ASSERT_TRUE(status.ok()) << status.message();
+}
+
+Result<std::unique_ptr<Tokenizer>> load_gguf_tokenizer(const std::string& path) {
+  auto gguf = GgufFile::open(path);
+  if (!gguf.ok()) return gguf.error();
+  return Tokenizer::from_gguf(*gguf);
+}
+
+void expect_gguf_agreement(const char* env, const char* hint, const std::string& pre,
+                           const std::string& goldens) {
+  std::string json_path = env_path(env, hint);
+  ASSERT_FALSE(json_path.empty());
+  std::ifstream file(json_path);
+  auto gguf_path = (std::filesystem::temp_directory_path() /
+                    ("sputnik_tok_" + std::to_string(::getpid()) + "_" + goldens + ".gguf"))
+                       .string();
+  write_gguf_tokenizer(nlohmann::json::parse(file), pre, gguf_path);
+  auto tokenizer = load_gguf_tokenizer(gguf_path);
   std::filesystem::remove(gguf_path);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.message();
   expect_agreement(**tokenizer, goldens);
@@ -504,6 +516,20 @@ TEST(SyntheticTokenizer, EachFeatureMatchesHuggingFace) {
     }
     std::printf("synthetic %s: %zu/%zu agree\n", name.c_str(), agree, strings.size());
     ++variants;
+
+    // The GGUF pre-tokenizer names must build the same pipeline as these tokenizer.json files.
+    const std::map<std::string, std::string> kGgufPre = {{"base", "gpt-2"},
+                                                         {"llama3", "llama-bpe"}};
+    if (auto it = kGgufPre.find(name); it != kGgufPre.end()) {
+      std::string gguf_path = (dir / (name + ".gguf")).string();
+      write_gguf_tokenizer(spec, it->second, gguf_path);
+      auto from_gguf = load_gguf_tokenizer(gguf_path);
+      ASSERT_TRUE(from_gguf.ok()) << from_gguf.message();
+      for (size_t i = 0; i < strings.size(); ++i) {
+        EXPECT_EQ((*from_gguf)->encode(strings[i]), variant["ids"][i].get<std::vector<int32_t>>())
+            << "GGUF pre " << it->second << " " << nlohmann::json(strings[i]).dump();
+      }
+    }
   }
   std::filesystem::remove_all(dir);
   EXPECT_GE(variants, 10u);

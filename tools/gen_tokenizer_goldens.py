@@ -394,6 +394,11 @@ def synthetic_variants(base_size):
              "use_regex": True})},
         "prefix_space": {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True,
                                            "trim_offsets": True, "use_regex": True}},
+        # Meta-Llama-3's tokenizer.json pre-tokenizer and model flag (GGUF pre "llama-bpe").
+        "llama3": {"pre_tokenizer": seq(split(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+            r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", "Isolated"), byte_level),
+            "model": {"ignore_merges": True}},
         "nfc": {"normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}]},
                 "added_tokens": [added(n, "é", normalized=True, special=False),
                                  added(n + 1, "e\u0301x", normalized=False)]},
