@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 
 #include <unistd.h>
@@ -215,6 +216,26 @@ TEST_F(DeepSeekTokenizer, StreamDecoderNeverSplitsACharacter) {
   EXPECT_EQ(decoder.push(t.token_id(tok::byte_to_unicode(0xF0))), "");
   EXPECT_EQ(decoder.flush(), "\xF0");
   EXPECT_EQ(decoder.flush(), "");
+}
+
+TEST_F(DeepSeekTokenizer, ArbitraryBytesRoundTrip) {
+  // Invalid UTF-8 cannot reach HF, but it can reach us: every byte string must survive
+  // encode -> decode and StreamDecoder, and nothing may crash.
+  std::mt19937 rng(7);
+  const std::string alphabet = "a <|\xE4\xF0\x80\x9F\n\t1";  // half the strings draw from it
+  for (int i = 0; i < 500; ++i) {
+    std::string text(rng() % 64, '\0');
+    for (char& c : text) {
+      c = static_cast<char>(i % 2 ? rng() % 256 : alphabet[rng() % alphabet.size()]);
+    }
+    auto ids = tokenizer_->encode(text);
+    ASSERT_EQ(tokenizer_->decode(ids), text);
+    StreamDecoder decoder(*tokenizer_);
+    std::string streamed;
+    for (int32_t id : ids) streamed += decoder.push(id);
+    streamed += decoder.flush();
+    EXPECT_EQ(streamed, text);
+  }
 }
 
 TEST(SmolLM2Tokenizer, GgufMatchesHuggingFaceOnCorpus) {
@@ -443,6 +464,24 @@ TEST_F(BadTokenizerJson, MinimalFileLoadsAndMerges) {
   EXPECT_EQ((*t)->encode("ab"), (std::vector<int32_t>{2}));
   json = R"({"model": )" + valid_model(R"([["a", "b"]])") + "}";  // pair form of merges
   ASSERT_EQ(load(json), "");
+}
+
+TEST_F(BadTokenizerJson, BosFromPostProcessorTemplate) {
+  // Llama-3: post_processor Sequence[ByteLevel, TemplateProcessing] puts <|begin_of_text|> first.
+  std::string json = R"({"model": )" + valid_model("[]") + R"(,
+      "added_tokens": [{"id": 3, "content": "<|begin_of_text|>", "special": true}],
+      "post_processor": {"type": "Sequence", "processors": [{"type": "ByteLevel"},
+        {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|begin_of_text|>",
+         "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]}]}})";
+  ASSERT_EQ(load(json), "");
+  auto t = Tokenizer::from_hf_json(path_);
+  EXPECT_EQ((*t)->bos_id(), 3);
+  EXPECT_TRUE((*t)->add_bos());
+  // tokenizer_config.json beside it decides when present.
+  std::ofstream(dir_ / "tokenizer_config.json") << R"({"add_bos_token": false})";
+  t = Tokenizer::from_hf_json(path_);
+  EXPECT_EQ((*t)->bos_id(), 3);
+  EXPECT_FALSE((*t)->add_bos());
 }
 
 TEST_F(BadTokenizerJson, ErrorsNameFileAndField) {

@@ -519,6 +519,30 @@ std::string config_token(const json& config, const char* key) {
   return {};
 }
 
+// The special token a TemplateProcessing post-processor puts first in a single sequence (the
+// BOS HF's encode(add_special_tokens=True) adds, e.g. Llama-3's <|begin_of_text|>), or "".
+std::string template_first_special(const json& node) {
+  if (!node.is_object() || !node.contains("type") || !node["type"].is_string()) return {};
+  const std::string type = node["type"].get<std::string>();
+  if (type == "Sequence" && node.contains("processors") && node["processors"].is_array()) {
+    for (const json& processor : node["processors"]) {
+      std::string token = template_first_special(processor);
+      if (!token.empty()) return token;
+    }
+    return {};
+  }
+  if (type != "TemplateProcessing" || !node.contains("single") || !node["single"].is_array() ||
+      node["single"].empty()) {
+    return {};
+  }
+  const json& first = node["single"][0];
+  if (first.is_object() && first.contains("SpecialToken") && first["SpecialToken"].is_object() &&
+      first["SpecialToken"].contains("id") && first["SpecialToken"]["id"].is_string()) {
+    return first["SpecialToken"]["id"].get<std::string>();
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& path) {
@@ -640,18 +664,21 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   SPUTNIK_CHECK_OK(parse_pre_tokenizer(root.value("pre_tokenizer", json()),
                                        path + ": field 'pre_tokenizer", impl->pre_tokenizer));
 
-  // Special ids from tokenizer_config.json when it sits beside the file.
-  std::string bos_text, eos_text;
+  // Special ids from tokenizer_config.json when it sits beside the file; else BOS from the
+  // post-processor template.
+  std::string template_bos = template_first_special(root.value("post_processor", json()));
+  std::string bos_text = template_bos, eos_text;
+  impl->add_bos = !template_bos.empty();
   std::filesystem::path config_path = std::filesystem::path(path).parent_path() /
                                       "tokenizer_config.json";
   std::ifstream config_file(config_path);
   if (config_file) {
     json config = json::parse(config_file, nullptr, false);
     if (!config.is_discarded() && config.is_object()) {
-      bos_text = config_token(config, "bos_token");
+      if (std::string text = config_token(config, "bos_token"); !text.empty()) bos_text = text;
       eos_text = config_token(config, "eos_token");
       SPUTNIK_ASSIGN_OR_RETURN(impl->add_bos,
-                               json_bool(config, "add_bos_token", false,
+                               json_bool(config, "add_bos_token", impl->add_bos,
                                          config_path.string() + ": field 'tokenizer_config"));
     }
   }
@@ -659,6 +686,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   auto lookup = [&impl](const std::string& text) -> int32_t {
     if (text.empty()) return -1;
     if (auto it = impl->added_ids.find(text); it != impl->added_ids.end()) return it->second;
+    if (auto it = impl->vocab.find(text); it != impl->vocab.end()) return it->second;
     return -1;
   };
   auto first_present = [&](std::initializer_list<const char*> names) -> int32_t {

@@ -22,7 +22,11 @@ class Tokenizer {
   static Result<std::unique_ptr<Tokenizer>> from_gguf(const GgufFile& gguf);
   ~Tokenizer();
 
-  // parse_special: match added/special tokens in the text (what HF does by default).
+  // parse_special: match added/special tokens in the text (what HF does by default); false
+  // treats the special ones as plain text (HF encode_special_tokens). Never adds BOS: that is
+  // HF's encode(add_special_tokens=False); prepend bos_id() when add_bos() and the prompt does
+  // not already start with it (render_chat writes BOS text for DeepSeek and Llama-3).
+  // Thread-safe.
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const;
   // The exact bytes of the ids (special tokens included as their text).
   std::string decode(std::span<const int32_t> ids) const;
@@ -34,7 +38,8 @@ class Tokenizer {
   int64_t vocab_size() const;
   int32_t bos_id() const;  // -1 if none
   int32_t eos_id() const;  // -1 if none
-  bool add_bos() const;    // whether prompts start with BOS
+  bool add_bos() const;    // whether prompts start with BOS (GGUF add_bos_token; tokenizer_config
+                           // add_bos_token, else a BOS-first post-processor template)
   // True for every end-of-generation token (eos, eot, <|im_end|>, <｜end▁of▁sentence｜>, ...).
   bool is_end_of_generation(int32_t id) const;
   bool is_special(int32_t id) const;
