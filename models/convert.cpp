@@ -458,8 +458,10 @@ int64_t config_token_id(const json& config, const std::string& key,
   return it == ids.end() ? -1 : it->second;
 }
 
-Status write_tokenizer(const std::string& dir, const json& config, int64_t vocab_size,
-                       const std::string& pre_override, GgufWriter& w) {
+}  // namespace
+
+Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_t vocab_size,
+                              const std::string& pre_override, GgufWriter& w) {
   const std::string path = dir + "/tokenizer.json";
   if (!fs::exists(path)) {
     return make_error("{}: missing (quantize writes the tokenizer into the GGUF, and llama.cpp "
@@ -564,6 +566,9 @@ Status write_tokenizer(const std::string& dir, const json& config, int64_t vocab
 }
 
 // --- Writing ----------------------------------------------------------------------------------
+
+namespace {
+
 
 // A scratch file that holds the tensor data until the GGUF is written; removed when done.
 struct ScratchFile {
@@ -701,7 +706,7 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
   arch_metadata(w);
   w.add_uint32("general.file_type", llama_file_type(type));
   w.add_uint32("general.quantization_version", 2);
-  SPUTNIK_CHECK_OK(write_tokenizer(st.directory(), j, vocab_size, options.tokenizer_pre, w));
+  SPUTNIK_CHECK_OK(add_tokenizer_metadata(st.directory(), j, vocab_size, options.tokenizer_pre, w));
 
   // Tensor data into the scratch file, a block of rows at a time, rows in parallel.
   ScratchFile scratch;

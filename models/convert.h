@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "core/dtype.h"
 #include "core/result.h"
 
@@ -59,6 +61,16 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options,
 
 // "Q8_0", "q4_k", "f32", ... -> DType; only the types convert_to_gguf writes.
 Result<DType> parse_convert_type(const std::string& text);
+
+class GgufWriter;
+
+// The tokenizer.ggml.* (and tokenizer.chat_template) metadata of checkpoint_dir's tokenizer.json
+// and tokenizer_config.json, as llama.cpp's converter writes them (TextModel._set_vocab_gpt2,
+// gguf-py SpecialVocab): vocab_size tokens (ids without a token become [PAD<id>], UNUSED), their
+// types, the merges, bos/eos/unk/sep/pad ids (tokenizer_config.json, else config.json's
+// *_token_id), add_bos/add_eos and the chat template. `pre` empty: detect_tokenizer_pre.
+Status add_tokenizer_metadata(const std::string& checkpoint_dir, const nlohmann::json& config,
+                              int64_t vocab_size, const std::string& pre, GgufWriter& writer);
 
 // The tokenizer.ggml.pre name llama.cpp uses for a tokenizer.json's pre_tokenizer (and, for
 // Qwen2-style splitting, its vocabulary): deepseek-v3, deepseek-llm, llama-bpe, qwen2,
