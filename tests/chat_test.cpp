@@ -5,13 +5,12 @@
 #include "tokenizer/chat.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <map>
-
-#include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include "tokenizer/tokenizer.h"
 

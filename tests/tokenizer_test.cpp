@@ -5,16 +5,15 @@
 #include "tokenizer/tokenizer.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
-
-#include <unistd.h>
 
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
@@ -148,7 +147,9 @@ class DeepSeekTokenizer : public ::testing::Test {
   static inline std::string load_error_ = "SPUTNIK_DEEPSEEK_TOKENIZER not set";
 };
 
-TEST_F(DeepSeekTokenizer, MatchesHuggingFaceOnCorpus) { expect_agreement(*tokenizer_, "deepseek-v3"); }
+TEST_F(DeepSeekTokenizer, MatchesHuggingFaceOnCorpus) {
+  expect_agreement(*tokenizer_, "deepseek-v3");
+}
 
 TEST_F(DeepSeekTokenizer, DecodeRoundTrips) { expect_round_trip(*tokenizer_); }
 
@@ -183,7 +184,8 @@ TEST_F(DeepSeekTokenizer, SpecialTokens) {
 
 TEST_F(DeepSeekTokenizer, StreamDecoderNeverSplitsACharacter) {
   const Tokenizer& t = *tokenizer_;
-  for (std::string text : {"한국어 텍스트 😀👨‍👩‍👧 中文分词 émoji ✨", "🇫🇷🇯🇵🏳️‍🌈", "\xF0\x9F\x98\x80"}) {
+  for (std::string text : {"한국어 텍스트 😀👨‍👩‍👧 中文分词 émoji ✨",
+                           "🇫🇷🇯🇵🏳️‍🌈", "\xF0\x9F\x98\x80"}) {
     StreamDecoder decoder(t);
     std::string joined;
     for (int32_t id : t.encode(text)) {
@@ -211,7 +213,9 @@ TEST_F(DeepSeekTokenizer, StreamDecoderNeverSplitsACharacter) {
   }
   // A lead byte followed by ASCII can never complete: both come out as they are.
   decoder.push(t.token_id(tok::byte_to_unicode(0xE4)));
-  EXPECT_EQ(decoder.push(t.token_id("a")), "\xE4" "a");
+  EXPECT_EQ(decoder.push(t.token_id("a")),
+            "\xE4"
+            "a");
   // A trailing incomplete char is returned by flush.
   EXPECT_EQ(decoder.push(t.token_id(tok::byte_to_unicode(0xF0))), "");
   EXPECT_EQ(decoder.flush(), "\xF0");
@@ -298,9 +302,9 @@ void write_gguf_tokenizer(const nlohmann::json& root, const std::string& pre,
   }
   std::vector<std::string> merges;
   for (const auto& merge : root["model"]["merges"]) {
-    merges.push_back(merge.is_string() ? merge.get<std::string>()
-                                       : merge[0].get<std::string>() + " " +
-                                             merge[1].get<std::string>());
+    merges.push_back(merge.is_string()
+                         ? merge.get<std::string>()
+                         : merge[0].get<std::string>() + " " + merge[1].get<std::string>());
   }
   GgufWriter writer;
   writer.add_string("tokenizer.ggml.model", "gpt2");
@@ -339,8 +343,8 @@ TEST(GgufTokenizer, DeepSeekV3PreTokenizerMatchesHuggingFace) {
 }
 
 TEST(GgufTokenizer, DeepSeekLlmPreTokenizerMatchesHuggingFace) {
-  expect_gguf_agreement("SPUTNIK_DEEPSEEK_LLM_TOKENIZER",
-                        "tools/fetch_tokenizers.sh deepseek-llm", "deepseek-llm", "deepseek-llm");
+  expect_gguf_agreement("SPUTNIK_DEEPSEEK_LLM_TOKENIZER", "tools/fetch_tokenizers.sh deepseek-llm",
+                        "deepseek-llm", "deepseek-llm");
 }
 
 TEST(GgufTokenizer, Qwen2PreTokenizerMatchesHuggingFace) {
@@ -420,13 +424,13 @@ TEST(Qwen2Tokenizer, MatchesHuggingFaceOnCorpus) {
 TEST(Normalizer, Nfc) {
   EXPECT_EQ(tok::nfc("cafe\u0301"), "caf\u00e9");
   EXPECT_EQ(tok::nfc("caf\u00e9"), "caf\u00e9");
-  EXPECT_EQ(tok::nfc("\u0301a"), "\u0301a");                 // lone mark stays
-  EXPECT_EQ(tok::nfc("a\u0323\u0308"), "\u1EA1\u0308");     // reordered, then composed
+  EXPECT_EQ(tok::nfc("\u0301a"), "\u0301a");             // lone mark stays
+  EXPECT_EQ(tok::nfc("a\u0323\u0308"), "\u1EA1\u0308");  // reordered, then composed
   EXPECT_EQ(tok::nfc("a\u0308\u0323"), "\u1EA1\u0308");
-  EXPECT_EQ(tok::nfc("\u1100\u1161\u11A8"), "\uAC01");      // Hangul L V T -> syllable
-  EXPECT_EQ(tok::nfc("\u212B"), "\u00C5");                    // singleton: Angstrom sign
-  EXPECT_EQ(tok::nfc("\u0344"), "\u0308\u0301");             // excluded from composition
-  EXPECT_EQ(tok::nfc("a\xFF\u0301"), "a\xFF\u0301");        // invalid byte passes through
+  EXPECT_EQ(tok::nfc("\u1100\u1161\u11A8"), "\uAC01");  // Hangul L V T -> syllable
+  EXPECT_EQ(tok::nfc("\u212B"), "\u00C5");              // singleton: Angstrom sign
+  EXPECT_EQ(tok::nfc("\u0344"), "\u0308\u0301");        // excluded from composition
+  EXPECT_EQ(tok::nfc("a\xFF\u0301"), "a\xFF\u0301");    // invalid byte passes through
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -500,8 +504,7 @@ TEST_F(BadTokenizerJson, ErrorsNameFileAndField) {
   expect_error(R"({"model": )" + valid_model(R"(["a c"])") + "}", "not in the vocabulary");
   expect_error(R"({"model": )" + valid_model("[]") + R"(, "added_tokens": [{"content": "x"}]})",
                "added_tokens[0]");
-  expect_error(R"({"model": )" + valid_model("[]") +
-                   R"(, "pre_tokenizer": {"type": "Metaspace"}})",
+  expect_error(R"({"model": )" + valid_model("[]") + R"(, "pre_tokenizer": {"type": "Metaspace"}})",
                "pre_tokenizer");
   expect_error(R"({"model": )" + valid_model("[]") +
                    R"(, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split",

@@ -122,10 +122,14 @@ ChatFormat detect_chat_format(const std::string& chat_template, const Tokenizer&
 
 std::string chat_format_name(ChatFormat format) {
   switch (format) {
-    case ChatFormat::ChatML: return "chatml";
-    case ChatFormat::Llama3: return "llama3";
-    case ChatFormat::DeepSeekV3: return "deepseek-v3";
-    case ChatFormat::DeepSeekR1: return "deepseek-r1";
+    case ChatFormat::ChatML:
+      return "chatml";
+    case ChatFormat::Llama3:
+      return "llama3";
+    case ChatFormat::DeepSeekV3:
+      return "deepseek-v3";
+    case ChatFormat::DeepSeekR1:
+      return "deepseek-r1";
   }
   return "unknown";
 }
@@ -133,10 +137,14 @@ std::string chat_format_name(ChatFormat format) {
 std::string render_chat(ChatFormat format, std::span<const ChatMessage> messages,
                         bool add_generation_prompt, const std::string& default_system) {
   switch (format) {
-    case ChatFormat::ChatML: return render_chatml(messages, add_generation_prompt, default_system);
-    case ChatFormat::Llama3: return render_llama3(messages, add_generation_prompt);
-    case ChatFormat::DeepSeekV3: return render_deepseek(messages, add_generation_prompt, false);
-    case ChatFormat::DeepSeekR1: return render_deepseek(messages, add_generation_prompt, true);
+    case ChatFormat::ChatML:
+      return render_chatml(messages, add_generation_prompt, default_system);
+    case ChatFormat::Llama3:
+      return render_llama3(messages, add_generation_prompt);
+    case ChatFormat::DeepSeekV3:
+      return render_deepseek(messages, add_generation_prompt, false);
+    case ChatFormat::DeepSeekR1:
+      return render_deepseek(messages, add_generation_prompt, true);
   }
   return {};
 }

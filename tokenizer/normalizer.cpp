@@ -50,9 +50,8 @@ void decompose(uint32_t cp, std::vector<uint32_t>& out) {
     return;
   }
   if (cp >= 0xC0 && !(cp & kInvalid)) {
-    auto it = std::lower_bound(
-        std::begin(kDecomposition), std::end(kDecomposition), cp,
-        [](const Decomposition& d, uint32_t c) { return d.code_point < c; });
+    auto it = std::lower_bound(std::begin(kDecomposition), std::end(kDecomposition), cp,
+                               [](const Decomposition& d, uint32_t c) { return d.code_point < c; });
     if (it != std::end(kDecomposition) && it->code_point == cp) {
       for (uint32_t c : it->chars) {
         if (c != 0) out.push_back(c);
@@ -73,12 +72,11 @@ uint32_t compose(uint32_t first, uint32_t second) {
       second > kTBase && second < kTBase + kTCount) {
     return first + (second - kTBase);
   }
-  auto it = std::lower_bound(std::begin(kComposition), std::end(kComposition),
-                             std::make_pair(first, second),
-                             [](const Composition& c, const std::pair<uint32_t, uint32_t>& key) {
-                               return c.first != key.first ? c.first < key.first
-                                                           : c.second < key.second;
-                             });
+  auto it = std::lower_bound(
+      std::begin(kComposition), std::end(kComposition), std::make_pair(first, second),
+      [](const Composition& c, const std::pair<uint32_t, uint32_t>& key) {
+        return c.first != key.first ? c.first < key.first : c.second < key.second;
+      });
   if (it != std::end(kComposition) && it->first == first && it->second == second) {
     return it->composite;
   }
@@ -110,7 +108,8 @@ void append_utf8(std::string& out, uint32_t cp) {
 std::string nfc(std::string_view text) {
   // Fast path: text below U+0300 is already NFC (nothing there decomposes into, or composes
   // with, anything but a later mark). That is every byte below 0xCC.
-  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<uint8_t>(c) < 0xCC; })) {
+  if (std::all_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<uint8_t>(c) < 0xCC; })) {
     return std::string(text);
   }
   // 1. Canonical decomposition.
@@ -146,7 +145,8 @@ std::string nfc(std::string_view text) {
   int last_class = -1;
   for (uint32_t c : chars) {
     int cc = combining_class(c);
-    if (starter != SIZE_MAX && (last_class < cc || (last_class == 0 && composed.size() == starter + 1))) {
+    if (starter != SIZE_MAX &&
+        (last_class < cc || (last_class == 0 && composed.size() == starter + 1))) {
       if (uint32_t composite = compose(composed[starter], c); composite != 0) {
         composed[starter] = composite;
         continue;

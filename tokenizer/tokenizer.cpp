@@ -11,14 +11,13 @@
 // NFC for the Qwen2 pre-tokenizer names, as its tokenizer.json does (llama.cpp runs none).
 #include "tokenizer/tokenizer.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
@@ -99,8 +98,8 @@ struct Tokenizer::Impl {
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
-  std::vector<std::string> token_text;   // decoded bytes of each id
-  std::vector<uint8_t> special_flags;    // 1 for special / control tokens
+  std::vector<std::string> token_text;  // decoded bytes of each id
+  std::vector<uint8_t> special_flags;   // 1 for special / control tokens
   int32_t bos = -1, eos = -1, eot = -1, eom = -1;
   bool add_bos = false;
   std::unordered_set<int32_t> end_of_generation;
@@ -331,7 +330,9 @@ struct Tokenizer::Impl {
     if (l == vocab.end() || r == vocab.end() || m == vocab.end()) {
       return make_error("{}: merge {} \"{} {}\": {} is not in the vocabulary", where, rank, left,
                         right,
-                        l == vocab.end() ? left : r == vocab.end() ? right : left + right);
+                        l == vocab.end()   ? left
+                        : r == vocab.end() ? right
+                                           : left + right);
     }
     merges.emplace(pair_key(l->second, r->second), std::make_pair(rank, m->second));
     return ok_status();
@@ -410,7 +411,8 @@ using nlohmann::json;
 
 // Reads an optional boolean field; a present field of another type is an error.
 // `where` is "<file>: field '<path>" without the closing quote, so the key can be appended.
-Result<bool> json_bool(const json& object, const char* key, bool fallback, const std::string& where) {
+Result<bool> json_bool(const json& object, const char* key, bool fallback,
+                       const std::string& where) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return fallback;
   if (!it->is_boolean()) {
@@ -427,8 +429,10 @@ Result<tok::SplitBehavior> parse_behavior(const json& step, const std::string& w
   if (name == "MergedWithPrevious") return tok::SplitBehavior::MergedWithPrevious;
   if (name == "MergedWithNext") return tok::SplitBehavior::MergedWithNext;
   if (name == "Contiguous") return tok::SplitBehavior::Contiguous;
-  return make_error("{}.behavior': expected Isolated, Removed, MergedWithPrevious, "
-                    "MergedWithNext or Contiguous, got '{}'", where, name);
+  return make_error(
+      "{}.behavior': expected Isolated, Removed, MergedWithPrevious, "
+      "MergedWithNext or Contiguous, got '{}'",
+      where, name);
 }
 
 Status parse_pre_tokenizer(const json& node, const std::string& where, tok::PreTokenizer& out) {
@@ -483,8 +487,10 @@ Status parse_pre_tokenizer(const json& node, const std::string& where, tok::PreT
     SPUTNIK_ASSIGN_OR_RETURN(bool individual, json_bool(node, "individual_digits", false, where));
     return add(tok::make_digits_step(individual));
   }
-  return make_error("{}.type': unsupported pre-tokenizer '{}' (supported: Sequence, Split, "
-                    "ByteLevel, Digits)", where, type);
+  return make_error(
+      "{}.type': unsupported pre-tokenizer '{}' (supported: Sequence, Split, "
+      "ByteLevel, Digits)",
+      where, type);
 }
 
 // Sets *nfc for an NFC normalizer; other normalizers are not supported.
@@ -568,8 +574,10 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   SPUTNIK_ASSIGN_OR_RETURN(bool byte_fallback,
                            json_bool(model, "byte_fallback", false, path + ": field 'model"));
   if (byte_fallback) {
-    return make_error("{}: field 'model.byte_fallback': true is not supported (sentencepiece-style "
-                      "BPE); only byte-level BPE is", path);
+    return make_error(
+        "{}: field 'model.byte_fallback': true is not supported (sentencepiece-style "
+        "BPE); only byte-level BPE is",
+        path);
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     auto it = model.find(key);
@@ -611,8 +619,10 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
       left = merge[0].get<std::string>();
       right = merge[1].get<std::string>();
     } else {
-      return make_error("{}: field 'model.merges[{}]': expected \"left right\" or [left, right], "
-                        "got {}", path, i, merge.dump());
+      return make_error(
+          "{}: field 'model.merges[{}]': expected \"left right\" or [left, right], "
+          "got {}",
+          path, i, merge.dump());
     }
     SPUTNIK_CHECK_OK(impl->add_merge(left, right, static_cast<int32_t>(i),
                                      fmt::format("{}: field 'model.merges[{}]'", path, i)));
@@ -643,10 +653,10 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
         token.id = known->second;
       } else {
         int64_t model_size = static_cast<int64_t>(impl->vocab.size());
-        token.id = static_cast<int32_t>(
-            max_added_id < 0 ? model_size
-            : (max_added_id >= model_size || model_size == 0) ? max_added_id + 1
-                                                              : model_size);
+        token.id = static_cast<int32_t>(max_added_id < 0 ? model_size
+                                        : (max_added_id >= model_size || model_size == 0)
+                                            ? max_added_id + 1
+                                            : model_size);
       }
       max_added_id = std::max<int64_t>(max_added_id, token.id);
       added_ids.emplace(token.content, token.id);
@@ -659,8 +669,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
     }
   }
 
-  SPUTNIK_CHECK_OK(parse_normalizer(root.value("normalizer", json()), path + ": field 'normalizer",
-                                    &impl->nfc));
+  SPUTNIK_CHECK_OK(
+      parse_normalizer(root.value("normalizer", json()), path + ": field 'normalizer", &impl->nfc));
   SPUTNIK_CHECK_OK(parse_pre_tokenizer(root.value("pre_tokenizer", json()),
                                        path + ": field 'pre_tokenizer", impl->pre_tokenizer));
 
@@ -669,8 +679,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   std::string template_bos = template_first_special(root.value("post_processor", json()));
   std::string bos_text = template_bos, eos_text;
   impl->add_bos = !template_bos.empty();
-  std::filesystem::path config_path = std::filesystem::path(path).parent_path() /
-                                      "tokenizer_config.json";
+  std::filesystem::path config_path =
+      std::filesystem::path(path).parent_path() / "tokenizer_config.json";
   std::ifstream config_file(config_path);
   if (config_file) {
     json config = json::parse(config_file, nullptr, false);
@@ -721,8 +731,9 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufFile& gguf) {
   if (gguf.has("tokenizer.ggml.token_type")) {
     SPUTNIK_ASSIGN_OR_RETURN(types, gguf.get_int_array("tokenizer.ggml.token_type"));
     if (types.size() != tokens.size()) {
-      return make_error("{}: tokenizer.ggml.token_type: expected {} entries (one per token), got {}",
-                        path, tokens.size(), types.size());
+      return make_error(
+          "{}: tokenizer.ggml.token_type: expected {} entries (one per token), got {}", path,
+          tokens.size(), types.size());
     }
   }
   // llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
@@ -790,8 +801,10 @@ std::string StreamDecoder::push(int32_t id) {
   for (size_t back = 1; back <= 4 && back <= n; ++back) {
     auto byte = static_cast<uint8_t>(pending_[n - back]);
     if ((byte & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
-    size_t need = byte >= 0xF0 && byte < 0xF8 ? 4 : byte >= 0xE0 && byte < 0xF0 ? 3
-                  : byte >= 0xC0 && byte < 0xE0 ? 2 : 1;
+    size_t need = byte >= 0xF0 && byte < 0xF8   ? 4
+                  : byte >= 0xE0 && byte < 0xF0 ? 3
+                  : byte >= 0xC0 && byte < 0xE0 ? 2
+                                                : 1;
     if (need > back) complete = n - back;
     break;
   }
