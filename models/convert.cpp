@@ -700,9 +700,9 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
   // Metadata: general.*, the architecture's keys, the tokenizer.
   w.add_string("general.architecture", gguf_arch);
   w.add_string("general.type", "model");
-  std::string name = j.value("_name_or_path", std::string());
-  if (name.empty()) name = fs::path(st.directory()).filename().string();
-  w.add_string("general.name", name);
+  // The checkpoint directory's name (config.json's _name_or_path is often a path on the
+  // publisher's machine); llama.cpp's converter also starts from the directory name.
+  w.add_string("general.name", fs::path(st.directory()).filename().string());
   arch_metadata(w);
   w.add_uint32("general.file_type", llama_file_type(type));
   w.add_uint32("general.quantization_version", 2);
