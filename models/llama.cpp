@@ -11,6 +11,7 @@
 
 #include "formats/gguf.h"
 #include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
 #include "models/weights.h"
 
 namespace sputnik {
@@ -329,13 +330,18 @@ class LlamaModel final : public Model {
     s.n_ctx = source.options.n_ctx;
     s.n_seq_max = source.options.n_seq_max;
     s.seq_len.assign(static_cast<size_t>(s.n_seq_max), 0);
+    s.kv_type = source.options.kv_type;
     // Left uninitialised: the pages are only touched as the cache fills.
-    const size_t cache_floats = static_cast<size_t>(s.n_seq_max) * s.n_ctx * kv_dim;
+    const size_t cache_bytes = static_cast<size_t>(s.n_seq_max * s.n_ctx * kv_dim) * kv_elem_bytes();
     for (int64_t l = 0; l < c.n_layers; ++l) {
-      s.key_cache.emplace_back(new float[cache_floats]);
-      s.value_cache.emplace_back(new float[cache_floats]);
+      s.key_cache.emplace_back(new uint8_t[cache_bytes]);
+      s.value_cache.emplace_back(new uint8_t[cache_bytes]);
     }
-    s.scores.resize(static_cast<size_t>(pool_.size()) * s.n_ctx);
+    s.scores.resize(static_cast<size_t>(pool_.size() * s.n_ctx));
+    if (s.kv_type == DType::F16) {
+      s.key_rows.resize(static_cast<size_t>(pool_.size() * s.n_ctx * c.head_dim));
+      s.value_rows.resize(static_cast<size_t>(pool_.size() * s.n_ctx * c.head_dim));
+    }
 
     info_.architecture = c.architecture;
     if (info_.name.empty()) info_.name = c.name;
@@ -343,7 +349,7 @@ class LlamaModel final : public Model {
     info_.n_ctx_train = c.max_seq_len;
     info_.n_layers = c.n_layers;
     info_.hidden_size = c.dim;
-    info_.kv_cache_bytes_per_token = static_cast<size_t>(c.n_layers * 2 * kv_dim) * sizeof(float);
+    info_.kv_cache_bytes_per_token = static_cast<size_t>(c.n_layers * 2 * kv_dim) * kv_elem_bytes();
     // Per generated token: every layer matrix and the output projection are read in full, the
     // embedding table one row.
     size_t active = weights_.output.bytes() + weights_.tok_embeddings.row_bytes();
@@ -426,6 +432,23 @@ class LlamaModel final : public Model {
     s.logits_in.resize(n(c.dim));
   }
 
+  size_t kv_elem_bytes() const { return state_.kv_type == DType::F16 ? 2 : 4; }
+  // Row index of (seq, kv head, pos) in a layer's cache [n_seq_max, n_kv_heads, n_ctx, head_dim].
+  size_t cache_row(int32_t seq, int64_t kvh, int64_t pos) const {
+    return static_cast<size_t>(((seq * config_.n_kv_heads + kvh) * state_.n_ctx + pos) * config_.head_dim);
+  }
+  void store_row(const float* x, int64_t n, uint8_t* dst) const {
+    if (state_.kv_type == DType::F16) {
+      auto* h = reinterpret_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) h[i] = f32_to_fp16(x[i]);
+    } else {
+      std::memcpy(dst, x, static_cast<size_t>(n) * sizeof(float));
+    }
+  }
+  static void round_to_f16(float* x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = fp16_to_f32(f32_to_fp16(x[i]));
+  }
+
   // Rotates the first rope_dim dimensions of each of n_heads heads of one token's vector.
   // HF apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, per layout (see RopeLayout).
   void apply_rope(float* vec, int64_t n_heads, const float* cos, const float* sin) const {
@@ -454,8 +477,10 @@ class LlamaModel final : public Model {
     matmul(l.wq, s.xb.data(), T, s.q.data(), pool_);  // q = xb @ wq.T  [T, n_heads*hd]
     matmul(l.wk, s.xb.data(), T, s.k.data(), pool_);  // k = xb @ wk.T  [T, n_kv_heads*hd]
     matmul(l.wv, s.xb.data(), T, s.v.data(), pool_);  // v = xb @ wv.T  [T, n_kv_heads*hd]
-    float* key_cache = s.key_cache[static_cast<size_t>(layer)].get();
-    float* value_cache = s.value_cache[static_cast<size_t>(layer)].get();
+    uint8_t* key_cache = s.key_cache[static_cast<size_t>(layer)].get();
+    uint8_t* value_cache = s.value_cache[static_cast<size_t>(layer)].get();
+    const bool f16 = s.kv_type == DType::F16;
+    const size_t elem = kv_elem_bytes();
     for (int64_t t = 0; t < T; ++t) {
       float* q = s.q.data() + t * q_dim;
       float* k = s.k.data() + t * kv_dim;
@@ -467,29 +492,48 @@ class LlamaModel final : public Model {
       }
       apply_rope(q, c.n_heads, &s.rope_cos[t * half], &s.rope_sin[t * half]);
       apply_rope(k, c.n_kv_heads, &s.rope_cos[t * half], &s.rope_sin[t * half]);
-      const int64_t slot = (static_cast<int64_t>(batch[t].seq) * s.n_ctx + batch[t].pos) * kv_dim;
-      std::memcpy(key_cache + slot, k, static_cast<size_t>(kv_dim) * sizeof(float));
-      std::memcpy(value_cache + slot, v, static_cast<size_t>(kv_dim) * sizeof(float));
+      // ggml's f16 mul_mat converts its f32 operand (here q) to f16 first; so do we.
+      if (f16) round_to_f16(q, q_dim);
+      const BatchToken& b = batch[static_cast<size_t>(t)];
+      for (int64_t kvh = 0; kvh < c.n_kv_heads; ++kvh) {
+        const size_t slot = cache_row(b.seq, kvh, b.pos) * elem;
+        store_row(k + kvh * hd, hd, key_cache + slot);
+        store_row(v + kvh * hd, hd, value_cache + slot);
+      }
     }
     tap("Qcur", layer, s.q.data(), T, q_dim);
     tap("Kcur", layer, s.k.data(), T, kv_dim);
     tap("Vcur", layer, s.v.data(), T, kv_dim);
-    // softmax(q k^T / sqrt(hd)) v per (token, query head), causal: keys 0..pos of the token's
-    // sequence. GQA: query head h reads kv head h / (n_heads / n_kv_heads).
+    // softmax(q k^T / sqrt(hd)) v per token and query head, causal: keys 0..pos of the token's
+    // sequence. GQA: query head h reads kv head h / (n_heads / n_kv_heads). One task per
+    // (token, kv head), so an f16 cache is converted once for the heads sharing it.
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t group = c.n_heads / c.n_kv_heads;
-    pool_.parallel_for(T * c.n_heads, [&](int64_t task, int thread) {
-      const int64_t t = task / c.n_heads, h = task % c.n_heads, kvh = h / group;
+    pool_.parallel_for(T * c.n_kv_heads, [&](int64_t task, int thread) {
+      const int64_t t = task / c.n_kv_heads, kvh = task % c.n_kv_heads;
       const BatchToken& b = batch[static_cast<size_t>(t)];
-      const int64_t base = static_cast<int64_t>(b.seq) * s.n_ctx * kv_dim + kvh * hd;
-      const float* q = s.q.data() + t * q_dim + h * hd;
-      float* scores = s.scores.data() + static_cast<int64_t>(thread) * s.n_ctx;
       const int64_t n_keys = b.pos + 1;
-      for (int64_t j = 0; j < n_keys; ++j) scores[j] = dot_f32(q, key_cache + base + j * kv_dim, hd) * scale;
-      softmax(scores, n_keys);
-      float* out = s.att_out.data() + t * q_dim + h * hd;
-      std::fill(out, out + hd, 0.0f);
-      for (int64_t j = 0; j < n_keys; ++j) axpy(scores[j], value_cache + base + j * kv_dim, hd, out);
+      const size_t first = cache_row(b.seq, kvh, 0) * elem;
+      const float* keys = reinterpret_cast<const float*>(key_cache + first);      // [n_keys, hd]
+      const float* values = reinterpret_cast<const float*>(value_cache + first);  // [n_keys, hd]
+      if (f16) {
+        float* key_rows = s.key_rows.data() + static_cast<int64_t>(thread) * s.n_ctx * hd;
+        float* value_rows = s.value_rows.data() + static_cast<int64_t>(thread) * s.n_ctx * hd;
+        dequantize_row(DType::F16, key_cache + first, key_rows, n_keys * hd);
+        dequantize_row(DType::F16, value_cache + first, value_rows, n_keys * hd);
+        keys = key_rows;
+        values = value_rows;
+      }
+      float* scores = s.scores.data() + static_cast<int64_t>(thread) * s.n_ctx;
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const float* q = s.q.data() + t * q_dim + h * hd;
+        for (int64_t j = 0; j < n_keys; ++j) scores[j] = dot_f32(q, keys + j * hd, hd) * scale;
+        softmax(scores, n_keys);
+        if (f16) round_to_f16(scores, n_keys);  // ggml: kq is converted to f16 for kq @ v
+        float* out = s.att_out.data() + t * q_dim + h * hd;
+        std::fill(out, out + hd, 0.0f);
+        for (int64_t j = 0; j < n_keys; ++j) axpy(scores[j], values + j * hd, hd, out);
+      }
     });
     tap("kqv_out", layer, s.att_out.data(), T, q_dim);
     matmul(l.wo, s.att_out.data(), T, s.proj.data(), pool_);  // proj = att_out @ wo.T  [T, dim]
@@ -624,6 +668,9 @@ Result<std::unique_ptr<Model>> load_llama(const ModelSource& source) {
                       "ffn {}, vocab {} (kv heads must divide heads)",
                       w.path(), c.architecture, c.dim, c.n_layers, c.n_heads, c.n_kv_heads,
                       c.head_dim, c.inter_dim, c.vocab_size);
+  }
+  if (source.options.kv_type != DType::F32 && source.options.kv_type != DType::F16) {
+    return make_error("KV cache type {} is not supported (F32 or F16)", dtype_name(source.options.kv_type));
   }
   if (source.options.n_ctx <= 0 || source.options.n_seq_max <= 0) {
     return make_error("n_ctx ({}) and n_seq_max ({}) must be positive", source.options.n_ctx,

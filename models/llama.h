@@ -92,12 +92,16 @@ struct LlamaRunState {
   std::vector<float> gate;    // [T, inter_dim]
   std::vector<float> up;      // [T, inter_dim]
   std::vector<float> scores;  // [n_threads, n_ctx]  attention weights, one row per thread
+  // f16 cache only, per thread: one kv head's cached keys / values of one sequence as f32.
+  std::vector<float> key_rows, value_rows;  // [n_threads, n_ctx, head_dim]
   std::vector<float> rope_cos, rope_sin;  // [T, rope_dim/2]
   std::vector<float> logits_in;           // [T, dim]  final-normed rows that want logits
-  // KV cache, f32: per layer [n_seq_max, n_ctx, n_kv_heads*head_dim].
+  // KV cache, kv_type (F32 or F16) elements: per layer [n_seq_max, n_kv_heads, n_ctx, head_dim],
+  // so the keys one head attends to are one contiguous run.
+  DType kv_type = DType::F32;
   int64_t n_ctx = 0;
   int n_seq_max = 0;
-  std::vector<std::unique_ptr<float[]>> key_cache, value_cache;
+  std::vector<std::unique_ptr<uint8_t[]>> key_cache, value_cache;
   std::vector<int32_t> seq_len;  // [n_seq_max] tokens cached per sequence
 };
 

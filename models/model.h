@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/result.h"
 #include "core/threads.h"
 
@@ -43,6 +44,10 @@ struct LoadOptions {
   int64_t n_ctx = 4096;     // KV cache capacity per sequence
   int n_seq_max = 1;        // sequences the cache holds at once
   bool show_progress = false;
+  // Element type of the Llama/Qwen2 K/V cache: F16 (llama.cpp's default: half the memory; the
+  // attention then also rounds q and the softmax weights to f16, as ggml's f16 mul_mat does) or
+  // F32 (exact; the transformers comparisons use it). DeepSeek's MLA cache is always f32.
+  DType kv_type = DType::F16;
 };
 
 class Model {

@@ -49,11 +49,13 @@ Reference read_reference(const std::string& name) {
   return r;
 }
 
-LoadOptions small_options(int n_seq_max = 1, int64_t n_ctx = 64) {
+// F32 cache: the comparisons with transformers are exact up to summation order.
+LoadOptions small_options(int n_seq_max = 1, int64_t n_ctx = 64, DType kv_type = DType::F32) {
   LoadOptions o;
   o.n_threads = 2;
   o.n_ctx = n_ctx;
   o.n_seq_max = n_seq_max;
+  o.kv_type = kv_type;
   return o;
 }
 
@@ -94,8 +96,8 @@ std::vector<float> prefill_then_decode(Model& model, const Reference& ref) {
   return logits;
 }
 
-// Tolerance against transformers' f32 forward: 1e-4 of the logit scale.
-void expect_matches_reference(Model& model, const std::string& name) {
+// Tolerance against transformers' f32 forward: 1e-4 of the logit scale (f32 cache).
+void expect_matches_reference(Model& model, const std::string& name, float tolerance = 1e-4f) {
   const Reference ref = read_reference(name);
   ASSERT_GT(ref.scale, 1.0f) << "fixture logits too small to test anything";
   ASSERT_EQ(model.info().vocab_size, ref.vocab);
@@ -103,7 +105,7 @@ void expect_matches_reference(Model& model, const std::string& name) {
   const float diff = max_abs_diff(logits.data(), ref.logits.data(), logits.size());
   std::printf("%s: max |logit - transformers| = %.3g (logit scale %.3g)\n", name.c_str(), diff,
               ref.scale);
-  EXPECT_LE(diff, 1e-4f * ref.scale);
+  EXPECT_LE(diff, tolerance * ref.scale);
   EXPECT_EQ(model.sequence_length(0), static_cast<int32_t>(ref.tokens.size()));
 }
 
@@ -126,6 +128,17 @@ TEST(LlamaModel, HfQwen2MatchesTransformers) {
   ASSERT_NE(model, nullptr);
   EXPECT_EQ(model->info().architecture, "qwen2");
   expect_matches_reference(*model, "qwen2");
+}
+
+// The f16 cache (the default, as llama.cpp's) rounds q, k, v and the attention weights to 11
+// significant bits: relative errors ~5e-4 each, so allow 1e-2 of the logit scale.
+TEST(LlamaModel, F16CacheStaysCloseToTransformers) {
+  for (const std::string name : {"llama", "qwen2"}) {
+    auto model = load_dense(name, small_options(1, 64, DType::F16));
+    ASSERT_NE(model, nullptr);
+    EXPECT_EQ(model->info().kv_cache_bytes_per_token, name == "llama" ? 2u * 2 * 2 * 16 * 2 : 2u * 2 * 1 * 16 * 2);
+    expect_matches_reference(*model, name, 1e-2f);
+  }
 }
 
 TEST(LlamaModel, Llama3RopeFrequencies) {
@@ -307,9 +320,10 @@ TEST(LlamaModel, GgufQwen2MatchesTransformers) {
 // --- Differential --------------------------------------------------------------------------------
 
 TEST(LlamaModel, CachedDecodeEqualsFullForward) {
-  for (const std::string name : {"llama", "qwen2"}) {
-    const Reference ref = read_reference(name);
-    auto model = load_dense(name, small_options());
+  for (const std::string name : {"llama", "qwen2", "llama-f16"}) {
+    const bool f16 = name == "llama-f16";
+    const Reference ref = read_reference(f16 ? "llama" : name);
+    auto model = load_dense(f16 ? "llama" : name, small_options(1, 64, f16 ? DType::F16 : DType::F32));
     ASSERT_NE(model, nullptr);
     const std::vector<float> stepped = prefill_then_decode(*model, ref);
     model->truncate_sequence(0, 0);
@@ -328,6 +342,7 @@ TEST(LlamaModel, CachedDecodeEqualsFullForward) {
   }
 }
 
+// With the f16 cache (the default), whose extra rounding must not depend on the batch either.
 TEST(LlamaModel, BatchOfThreeSequencesEqualsEachAlone) {
   const Reference ref = read_reference("qwen2");
   const int64_t V = ref.vocab;
@@ -341,7 +356,7 @@ TEST(LlamaModel, BatchOfThreeSequencesEqualsEachAlone) {
   const int32_t first[3] = {5, 11, 2};  // tokens each sequence prefills alone first
   const int32_t second[3] = {1, 6, 1};  // then one mixed batch: decode, prefill chunk, decode
 
-  auto batched = load_dense("qwen2", small_options(3));
+  auto batched = load_dense("qwen2", small_options(3, 64, DType::F16));
   ASSERT_NE(batched, nullptr);
   for (int32_t s = 0; s < 3; ++s) {
     std::vector<float> scratch(first[s] * V);
@@ -363,7 +378,7 @@ TEST(LlamaModel, BatchOfThreeSequencesEqualsEachAlone) {
 
   for (int32_t s = 0; s < 3; ++s) {
     EXPECT_EQ(batched->sequence_length(s), first[s] + second[s]);
-    auto alone = load_dense("qwen2", small_options(1));
+    auto alone = load_dense("qwen2", small_options(1, 64, DType::F16));
     ASSERT_NE(alone, nullptr);
     const int32_t n = first[s] + second[s];
     std::vector<float> logits(n * V);
@@ -445,7 +460,7 @@ TEST(LlamaModel, DemoModelSaysParis) {
   const char* path = std::getenv("SPUTNIK_DEMO_MODEL");
   ASSERT_NE(path, nullptr) << "SPUTNIK_DEMO_MODEL is not set (tools/test.sh sets it; "
                               "tools/fetch_demo_model.sh prints the path)";
-  LoadOptions options = small_options(1, 256);
+  LoadOptions options = small_options(1, 256, LoadOptions().kv_type);
   auto loaded = load_model(path, options);
   ASSERT_TRUE(loaded.ok()) << loaded.message();
   Model& model = *loaded->model;
@@ -453,7 +468,7 @@ TEST(LlamaModel, DemoModelSaysParis) {
   EXPECT_EQ(info.architecture, "llama");
   EXPECT_EQ(info.n_layers, 30);
   EXPECT_EQ(info.vocab_size, 49152);
-  EXPECT_EQ(info.kv_cache_bytes_per_token, 30u * 2 * 3 * 64 * 4);
+  EXPECT_EQ(info.kv_cache_bytes_per_token, 30u * 2 * 3 * 64 * 2);  // f16 cache by default
   EXPECT_NE(info.chat_template.find("<|im_start|>"), std::string::npos);
   EXPECT_GT(info.active_weight_bytes_per_token, 50u << 20);
   ASSERT_NE(loaded->tokenizer, nullptr);
