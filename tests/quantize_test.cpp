@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <vector>
 
 #include "formats/gguf.h"
@@ -265,6 +266,120 @@ TEST_P(quantize_deepseek, QuantisedStaysCloseToReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(fixtures, quantize_deepseek, ::testing::Values("v2_lite", "v3", "v3_fp8"));
+
+// The fixtures' rows are all shorter than a K-quant block (256), so every K-quant above falls
+// back to Q8_0. Here a V2-Lite-shaped random checkpoint with 256-wide rows (hidden, dense and
+// expert inter, kv_lora) takes the K-quants for real: logits against its own F32 GGUF (a
+// differential test; the F32 path is tied to the reference above). The relative RMS error of
+// the weights is Q4_K 7.1%, Q5_K 3.6%, Q6_K 1.7% (the same as llama.cpp's llama-quantize gives
+// on these tensors, checked by hand: 7.1%, 3.6%, 1.8%); independent errors over ~6 matmuls in
+// series grow by ~sqrt(6), so ~17%, ~9%, ~4% of the logits: what we measure (printed). Bounds
+// are ~1.7x that; 4-bit logits of a random model lose argmaxes, so top-1 bounds are per type.
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors,
+                       uint32_t seed) {
+  nlohmann::json header = nlohmann::json::object();
+  std::vector<float> data;
+  std::mt19937 rng(seed);
+  for (const auto& [name, shape] : tensors) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const bool norm = shape.size() == 1;
+    // Linear N(0, 1/fan_in), norms 1 + 0.1 N(0, 1), embeddings N(0, 1): as the fixtures.
+    const bool embed = name.find("embed_tokens") != std::string::npos;
+    std::normal_distribution<float> nd(0.0f, norm || embed ? (norm ? 0.1f : 1.0f)
+                                                           : 1.0f / std::sqrt(float(shape.back())));
+    const size_t begin = data.size() * 4;
+    for (int64_t i = 0; i < n; ++i) data.push_back((norm ? 1.0f : 0.0f) + nd(rng));
+    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {begin, data.size() * 4}}};
+  }
+  std::string h = header.dump();
+  while (h.size() % 8) h += ' ';
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t n = h.size();
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out.write(h.data(), static_cast<std::streamsize>(h.size()));
+  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * 4));
+}
+
+TEST(quantize, KQuantsOnFullBlocks) {
+  TempDir tmp;
+  const std::string ck = tmp.file("wide");
+  fs::create_directories(ck);
+  auto config = nlohmann::json::parse(std::ifstream(kDeepSeek + "v2_lite/config.json"));
+  const int64_t dim = 256, inter = 256, moe_inter = 256, kv_lora = 256, heads = 2, nope = 16,
+                rope = 8, v = 16, E = 4, vocab = 256;
+  config["hidden_size"] = dim;
+  config["intermediate_size"] = inter;
+  config["moe_intermediate_size"] = moe_inter;
+  config["kv_lora_rank"] = kv_lora;
+  config["num_attention_heads"] = heads;
+  config["num_key_value_heads"] = heads;
+  config["n_routed_experts"] = E;
+  config["n_shared_experts"] = 1;
+  std::ofstream(ck + "/config.json") << config.dump(2);
+  fs::copy_file(kDeepSeek + "v2_lite/tokenizer.json", ck + "/tokenizer.json");
+  std::vector<std::pair<std::string, std::vector<int64_t>>> t = {
+      {"model.embed_tokens.weight", {vocab, dim}}, {"model.norm.weight", {dim}},
+      {"lm_head.weight", {vocab, dim}}};
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.push_back({p + "input_layernorm.weight", {dim}});
+    t.push_back({p + "post_attention_layernorm.weight", {dim}});
+    t.push_back({p + "self_attn.q_proj.weight", {heads * (nope + rope), dim}});
+    t.push_back({p + "self_attn.kv_a_proj_with_mqa.weight", {kv_lora + rope, dim}});
+    t.push_back({p + "self_attn.kv_a_layernorm.weight", {kv_lora}});
+    t.push_back({p + "self_attn.kv_b_proj.weight", {heads * (nope + v), kv_lora}});
+    t.push_back({p + "self_attn.o_proj.weight", {dim, heads * v}});
+    auto mlp = [&](const std::string& q, int64_t n) {
+      t.push_back({q + "gate_proj.weight", {n, dim}});
+      t.push_back({q + "up_proj.weight", {n, dim}});
+      t.push_back({q + "down_proj.weight", {dim, n}});
+    };
+    if (l == 0) {
+      mlp(p + "mlp.", inter);
+    } else {
+      t.push_back({p + "mlp.gate.weight", {E, dim}});
+      for (int e = 0; e < E; ++e) mlp(p + "mlp.experts." + std::to_string(e) + ".", moe_inter);
+      mlp(p + "mlp.shared_experts.", moe_inter);
+    }
+  }
+  write_safetensors(ck + "/model.safetensors", t, 7);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 48; ++i) tokens.push_back((i * 37 + 11) % vocab);
+  ASSERT_TRUE(convert(ck, tmp.file("f32.gguf"), DType::F32).ok());
+  const auto base = run(tmp.file("f32.gguf"), tokens);
+  const struct {
+    const char* label;
+    DType type, expert_type;
+    float median_bound;
+    double min_top1;
+  } cases[] = {
+      {"Q8_0 + Q4_K experts", DType::Q8_0, DType::Q4_K, 0.06f, 0.8},
+      {"Q6_K", DType::Q6_K, DType::Q6_K, 0.08f, 0.8},
+      {"Q5_K", DType::Q5_K, DType::Q5_K, 0.16f, 0.7},
+      {"Q4_K", DType::Q4_K, DType::Q4_K, 0.30f, 0.5},
+  };
+  for (const auto& q : cases) {
+    auto report = convert(ck, tmp.file("q.gguf"), q.type, q.expert_type);
+    ASSERT_TRUE(report.ok()) << report.message();
+    auto g = GgufFile::open(tmp.file("q.gguf"));
+    ASSERT_TRUE(g.ok());
+    const GgufTensorInfo* experts = g->find_tensor("blk.1.ffn_down_exps.weight");
+    ASSERT_NE(experts, nullptr);
+    EXPECT_EQ(experts->view.dtype, q.expert_type) << q.label;
+    EXPECT_EQ(g->find_tensor("blk.0.ffn_up.weight")->view.dtype, q.type) << q.label;
+    const auto got = run(tmp.file("q.gguf"), tokens);
+    std::vector<float> e = row_errors(got, base, vocab);
+    std::sort(e.begin(), e.end());
+    const float median = e[e.size() / 2];
+    const double top1 = top1_agreement(got, base, vocab);
+    std::printf("[wide] %s vs F32: per-row RMS error / logit RMS median %.3g, max %.3g; top-1 %.3f\n",
+                q.label, median, e.back(), top1);
+    EXPECT_LT(median, q.median_bound) << q.label;
+    EXPECT_GE(top1, q.min_top1) << q.label;
+  }
+}
 
 // Same tensors (names, shapes, bytes at F32) and metadata as llama.cpp's convert_hf_to_gguf.py
 // wrote for v2_lite (tests/data/deepseek/v2_lite.gguf).
