@@ -75,7 +75,11 @@ RandomWeight make_weight(DType type, int64_t rows, int64_t cols, std::mt19937& r
   w.view.shape = {rows, cols};
   w.view.data = data;
   if (type == DType::F8_E4M3) {
-    const int64_t sr = (rows + 127) / 128, sc = (cols + 127) / 128;
+    // DeepSeek uses 128 x 128 scale blocks; smaller ones (also not a multiple of the 4-row tile
+    // or the vector width) check that every row and column block gets its own scale.
+    const int64_t bs = rows % 3 == 0 ? 128 : rows % 3 == 1 ? 16 : 6;
+    w.view.scale_block = static_cast<int>(bs);
+    const int64_t sr = (rows + bs - 1) / bs, sc = (cols + bs - 1) / bs;
     w.scales.resize(sr * sc);
     for (auto& s : w.scales) s = std::uniform_real_distribution<float>(0.001f, 0.01f)(rng);
     w.view.scale = w.scales.data();

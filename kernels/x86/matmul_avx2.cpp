@@ -333,17 +333,23 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
   // FP8: one scale per 128 x 128 block, looked up once per column block (see matmul_avx512.cpp).
   const bool fp8 = TY == DType::F8_E4M3;
   const int64_t bs = fp8 ? w.scale_block : cols;
-  const float* scale_row = fp8 && w.scale ? w.scale + (r0 / bs) * ((cols + bs - 1) / bs) : nullptr;
+  const float* scale_row[R];
+  for (int r = 0; r < R; ++r)
+    scale_row[r] = fp8 && w.scale ? w.scale + ((r0 + r) / bs) * ((cols + bs - 1) / bs) : nullptr;
   float tail[R][T] = {};
   for (int64_t c0 = 0; c0 < cols; c0 += bs) {
-    const float sc = scale_row ? scale_row[c0 / bs] : 1.0f;
-    const __m256 s = _mm256_set1_ps(sc * 256.0f);
+    float sc[R];
+    __m256 s[R];
+    for (int r = 0; r < R; ++r) {
+      sc[r] = scale_row[r] ? scale_row[r][c0 / bs] : 1.0f;
+      s[r] = _mm256_set1_ps(sc[r] * 256.0f);
+    }
     const int64_t c1 = std::min(cols, c0 + bs), main_end = c0 + (c1 - c0) / 8 * 8;
     for (int64_t c = c0; c < main_end; c += 8) {
       __m256 wv[R];
       for (int r = 0; r < R; ++r) {
         wv[r] = load_weights8<TY>(rows[r], c);
-        if constexpr (TY == DType::F8_E4M3) wv[r] = _mm256_mul_ps(wv[r], s);
+        if constexpr (TY == DType::F8_E4M3) wv[r] = _mm256_mul_ps(wv[r], s[r]);
       }
       for (int t = 0; t < T; ++t) {
         const __m256 xv = _mm256_loadu_ps(x + t * cols + c);
@@ -355,7 +361,7 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
       for (int r = 0; r < R; ++r) {
         float v;
         ref::dequantize_row(TY, rows[r] + dtype_row_bytes(TY, c), &v, 1);
-        if constexpr (TY == DType::F8_E4M3) v *= sc;
+        if constexpr (TY == DType::F8_E4M3) v *= sc[r];
         for (int t = 0; t < T; ++t) tail[r][t] += v * x[t * cols + c];
       }
   }

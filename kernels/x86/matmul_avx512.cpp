@@ -374,21 +374,24 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w.row(r0 + r);
-  // FP8 weights carry one scale per 128 x 128 block: walk the columns block by block so the scale
-  // is looked up once per block (a 4-row tile never straddles a row block: r0 % 4 == 0).
+  // FP8 weights carry one scale per 128 x 128 block: walk the columns block by block so each
+  // row's scale is looked up once per block.
   const bool fp8 = TY == DType::F8_E4M3;
   const int64_t bs = fp8 ? w.scale_block : cols;
-  const float* scale_row = fp8 && w.scale ? w.scale + (r0 / bs) * ((cols + bs - 1) / bs) : nullptr;
+  const float* scale_row[R];
+  for (int r = 0; r < R; ++r)
+    scale_row[r] = fp8 && w.scale ? w.scale + ((r0 + r) / bs) * ((cols + bs - 1) / bs) : nullptr;
   for (int64_t c0 = 0; c0 < cols; c0 += bs) {
-    __m512 s = _mm512_set1_ps(1.0f);
-    if constexpr (TY == DType::F8_E4M3) s = _mm512_set1_ps((scale_row ? scale_row[c0 / bs] : 1.0f) * 256.0f);
+    __m512 s[R];
+    if constexpr (TY == DType::F8_E4M3)
+      for (int r = 0; r < R; ++r) s[r] = _mm512_set1_ps((scale_row[r] ? scale_row[r][c0 / bs] : 1.0f) * 256.0f);
     const int64_t c1 = std::min(cols, c0 + bs);
     for (int64_t c = c0; c < c1; c += 16) {
       const __mmask16 mask = c1 - c >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (c1 - c)) - 1);
       __m512 wv[R];
       for (int r = 0; r < R; ++r) {
         wv[r] = load_weights16<TY>(rows[r], c, mask);
-        if constexpr (TY == DType::F8_E4M3) wv[r] = _mm512_mul_ps(wv[r], s);
+        if constexpr (TY == DType::F8_E4M3) wv[r] = _mm512_mul_ps(wv[r], s[r]);
       }
       for (int t = 0; t < T; ++t) {
         const __m512 xv = _mm512_maskz_loadu_ps(mask, x + t * cols + c);
