@@ -322,7 +322,7 @@ void gemmK(const uint8_t* w, size_t row_bytes, int64_t sb_begin, int64_t sb_end,
       for (int t = 0; t < T; ++t) {
         const __m512i xv = _mm512_loadu_si512(xq + t * xq_stride + kQKK * sb + 64 * c);
         for (int r = 0; r < R; ++r)
-          isum[r][t] = _mm512_add_epi32(isum[r][t], _mm512_madd_epi16(_mm512_maddubs_epi16(q[r], xv), s[r]));
+          isum[r][t] = _mm512_dpwssd_epi32(isum[r][t], _mm512_maddubs_epi16(q[r], xv), s[r]);
       }
     }
     for (int t = 0; t < T; ++t) {
