@@ -295,7 +295,22 @@ std::string layer_name(const char* pattern, int64_t layer) {
   return fmt::format(fmt::runtime(pattern), layer);
 }
 
-Status plan_llama(const LlamaConfig& c, Source& src, Plan& plan) {
+// The rope_parameters / rope_scaling object of an HF config (transformers 5 / 4), or null.
+const json* llama_rope(const json& j) {
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    if (j.contains(key) && j[key].is_object()) return &j[key];
+  }
+  return nullptr;
+}
+std::string llama_rope_type(const json& j) {
+  const json* rope = llama_rope(j);
+  if (!rope) return "default";
+  if (rope->contains("rope_type") && (*rope)["rope_type"].is_string()) return (*rope)["rope_type"];
+  if (rope->contains("type") && (*rope)["type"].is_string()) return (*rope)["type"];
+  return "default";
+}
+
+Status plan_llama(const LlamaConfig& c, const json& j, Source& src, Plan& plan) {
   const LlamaTensorNames& hf = llama_tensor_names(false);
   const LlamaTensorNames& gg = llama_tensor_names(true);
   auto& out = plan.tensors;
@@ -342,10 +357,10 @@ Status plan_llama(const LlamaConfig& c, Source& src, Plan& plan) {
   } else {
     SPUTNIK_CHECK_OK(add(hf.output, gg.output, {c.vocab_size, c.dim}, Role::Matrix));
   }
-  // Llama-3 (and linear) rope scaling as llama.cpp's rope_freqs: per-pair divisors of the
-  // unscaled frequencies (LlamaModel.generate_extra_tensors), here the ratio of the unscaled to
-  // the config's scaled frequencies, which is the same number.
-  if (c.family == LlamaFamily::Llama) {
+  // Llama-3 rope scaling as llama.cpp's rope_freqs: per-pair divisors of the unscaled
+  // frequencies (LlamaModel.generate_extra_tensors), here the ratio of the unscaled to the
+  // config's scaled frequencies, which is the same number. (Linear scaling is metadata.)
+  if (c.family == LlamaFamily::Llama && llama_rope_type(j) == "llama3") {
     const std::vector<float> plain = llama_inv_freq(c.rope_theta, c.rope_dim, nullptr);
     auto factors = std::make_shared<std::vector<float>>(plain.size());
     bool scaled = false;
@@ -373,6 +388,10 @@ void llama_metadata(const LlamaConfig& c, const json& j, GgufWriter& w) {
   w.add_uint32(p + "feed_forward_length", static_cast<uint32_t>(c.inter_dim));
   w.add_uint32(p + "attention.head_count", static_cast<uint32_t>(c.n_heads));
   w.add_uint32(p + "attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
+  if (llama_rope_type(j) == "linear") {  // TextModel.set_gguf_parameters
+    w.add_string(p + "rope.scaling.type", "linear");
+    w.add_float32(p + "rope.scaling.factor", (*llama_rope(j)).value("factor", 1.0f));
+  }
   w.add_float32(p + "rope.freq_base", static_cast<float>(c.rope_theta));
   w.add_float32(p + "attention.layer_norm_rms_epsilon", c.norm_eps);
   if (j.contains("head_dim") && !j["head_dim"].is_null()) {
@@ -675,7 +694,7 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
     gguf_arch = c.architecture;
     vocab_size = c.vocab_size;
     n_layers = c.n_layers;
-    SPUTNIK_CHECK_OK(plan_llama(c, src, plan));
+    SPUTNIK_CHECK_OK(plan_llama(c, j, src, plan));
     arch_metadata = [c, &j](GgufWriter& g) { llama_metadata(c, j, g); };
   } else {
     return make_error("{}: architectures[0] = '{}'; quantize converts DeepseekV2ForCausalLM, "
