@@ -342,6 +342,27 @@ TEST(LlamaModel, CachedDecodeEqualsFullForward) {
   }
 }
 
+// A batch longer than the internal chunk (256 tokens) gives what smaller batches give.
+TEST(LlamaModel, LongBatchEqualsPieces) {
+  const int32_t n = 300, V = 256;
+  std::vector<int32_t> tokens(n);
+  for (int32_t i = 0; i < n; ++i) tokens[i] = (i * 37 + 11) % V;
+  auto whole = load_dense("llama", small_options(1, 512, DType::F16));
+  auto pieces = load_dense("llama", small_options(1, 512, DType::F16));
+  ASSERT_NE(whole, nullptr);
+  ASSERT_NE(pieces, nullptr);
+  std::vector<float> a(static_cast<size_t>(n) * V), b(static_cast<size_t>(n) * V);
+  ASSERT_TRUE(whole->forward(sequence_batch(tokens, 0), a.data()).ok());
+  for (int32_t start = 0; start < n; start += 100) {
+    const int32_t len = std::min(100, n - start);
+    ASSERT_TRUE(pieces->forward(sequence_batch(std::span(tokens).subspan(start, len), start),
+                                b.data() + static_cast<size_t>(start) * V).ok());
+  }
+  // Equal up to summation order, should a kernel tile tokens differently for other batch sizes.
+  EXPECT_LE(max_abs_diff(a.data(), b.data(), a.size()), 1e-4f);
+  EXPECT_EQ(whole->sequence_length(0), n);
+}
+
 // With the f16 cache (the default), whose extra rounding must not depend on the batch either.
 TEST(LlamaModel, BatchOfThreeSequencesEqualsEachAlone) {
   const Reference ref = read_reference("qwen2");
