@@ -197,6 +197,9 @@ Command register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   sub->add_option("-m,--model", o->model.path, "GGUF file or safetensors checkpoint directory")
       ->required();
+  sub->add_option("--cache-type", o->model.cache_type, "K/V cache type: f16 or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))
+      ->capture_default_str();
   sub->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (0: skip pp)")->capture_default_str();
   sub->add_option("-n,--n-gen", o->n_gen, "generated tokens (0: skip tg)")->capture_default_str();
   sub->add_option("-t,--threads", o->threads, "thread counts, comma separated (default: all)")

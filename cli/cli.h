@@ -18,6 +18,7 @@ struct ModelOptions {
   std::string path;
   int threads = 0;  // 0: all hardware threads
   int64_t ctx = 4096;
+  std::string cache_type = "f16";  // K/V cache element type (Llama/Qwen2): f16 or f32
 };
 
 void add_model_options(CLI::App& app, ModelOptions& options, bool with_ctx = true);

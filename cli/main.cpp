@@ -17,6 +17,10 @@ void add_model_options(CLI::App& app, ModelOptions& options, bool with_ctx) {
     app.add_option("-c,--ctx", options.ctx, "context size: KV-cache tokens per sequence")
         ->check(CLI::PositiveNumber);
   }
+  app.add_option("--cache-type", options.cache_type,
+                 "K/V cache type of Llama/Qwen2 models: f16 (as llama.cpp) or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))
+      ->capture_default_str();
 }
 
 void add_sampling_options(CLI::App& app, SamplingParams& p) {
@@ -41,6 +45,7 @@ Result<LoadedModel> load(const ModelOptions& options, int n_seq_max) {
   load_options.n_ctx = options.ctx;
   load_options.n_seq_max = n_seq_max;
   load_options.show_progress = true;  // the loader shows it only when stderr is a TTY
+  load_options.kv_type = options.cache_type == "f32" ? DType::F32 : DType::F16;
   SPUTNIK_ASSIGN_OR_RETURN(LoadedModel loaded, load_model(options.path, load_options));
   if (!loaded.tokenizer) {
     return make_error("{}: no tokenizer found (a safetensors checkpoint needs tokenizer.json)",
