@@ -48,6 +48,10 @@ inline void store_q8(int8_t* dst, __m256 v) {
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packs_epi16(w, w));
 }
 
+// Software prefetch distance for the weight rows (see matmul_avx512.cpp: short rows make a 4-row
+// tile one contiguous stream that the hardware prefetcher alone keeps too shallow).
+inline int64_t prefetch_distance(size_t row_bytes) { return row_bytes >= 2048 ? 512 : 8192; }
+
 // --- Activation quantisation (bit-identical to ref::quantize_activation) ------------------------
 
 // Quantises `block` elements; returns d, writes codes. Also returns the sum of codes per 16.
@@ -145,7 +149,10 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, in
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  const int64_t prefetch = prefetch_distance(row_bytes);
   for (int64_t b = 0; b < nb; ++b) {
+    for (int r = 0; r < R; ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + b * sizeof(Block) + prefetch), _MM_HINT_T0);
     __m256i q[R];
     float d[R], m[R];
     for (int r = 0; r < R; ++r) F::load(reinterpret_cast<const Block*>(w + r * row_bytes) + b, q[r], d[r], m[r]);
@@ -179,8 +186,25 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, in
 // int16 scale of each code pair; mins16 pairs with the activation's 16 bsums (Q4_K/Q5_K: the min
 // of each 16-group; Q6_K: its scales, for the exact -32 offset correction).
 
+// All 8 scales and mins of a Q4_K/Q5_K block at once (unpack_scale_min_k4 on 32-bit words).
 inline void unpack_k4_scales(const uint8_t* q, uint8_t* sc, uint8_t* mn) {
-  for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, q, &sc[j], &mn[j]);
+  uint32_t u0, u1, u2;
+  std::memcpy(&u0, q, 4);
+  std::memcpy(&u1, q + 4, 4);
+  std::memcpy(&u2, q + 8, 4);
+  const uint32_t sc_lo = u0 & 0x3F3F3F3F, mn_lo = u1 & 0x3F3F3F3F;
+  const uint32_t sc_hi = (u2 & 0x0F0F0F0F) | (((u0 >> 6) & 0x03030303) << 4);
+  const uint32_t mn_hi = ((u2 >> 4) & 0x0F0F0F0F) | (((u1 >> 6) & 0x03030303) << 4);
+  std::memcpy(sc, &sc_lo, 4);
+  std::memcpy(sc + 4, &sc_hi, 4);
+  std::memcpy(mn, &mn_lo, 4);
+  std::memcpy(mn + 4, &mn_hi, 4);
+}
+
+// [m0, m0, m1, m1, ..., m7, m7] as int16: each sub-block min paired with its two 16-code bsums.
+inline __m256i pair_mins16(const uint8_t* mn) {
+  const __m128i v = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn)));
+  return _mm256_set_m128i(_mm_unpackhi_epi16(v, v), _mm_unpacklo_epi16(v, v));
 }
 
 struct FQ4_K {
@@ -195,8 +219,7 @@ struct FQ4_K {
   static void prepare(const Block* b, State& s) {
     s.b = b;
     unpack_k4_scales(b->scales, s.sc, s.mn);
-    s.mins16 = _mm256_set_epi16(s.mn[7], s.mn[7], s.mn[6], s.mn[6], s.mn[5], s.mn[5], s.mn[4], s.mn[4], s.mn[3],
-                                s.mn[3], s.mn[2], s.mn[2], s.mn[1], s.mn[1], s.mn[0], s.mn[0]);
+    s.mins16 = pair_mins16(s.mn);
     s.d = h2f(b->d);
     s.dmin = h2f(b->dmin);
   }
@@ -219,8 +242,7 @@ struct FQ5_K {
   static void prepare(const Block* b, State& s) {
     s.b = b;
     unpack_k4_scales(b->scales, s.sc, s.mn);
-    s.mins16 = _mm256_set_epi16(s.mn[7], s.mn[7], s.mn[6], s.mn[6], s.mn[5], s.mn[5], s.mn[4], s.mn[4], s.mn[3],
-                                s.mn[3], s.mn[2], s.mn[2], s.mn[1], s.mn[1], s.mn[0], s.mn[0]);
+    s.mins16 = pair_mins16(s.mn);
     s.qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qh));
     s.d = h2f(b->d);
     s.dmin = h2f(b->dmin);
@@ -270,7 +292,11 @@ void gemmK(const uint8_t* w, size_t row_bytes, int64_t nsb, const int8_t* xq, in
   __m256 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  const int64_t prefetch = prefetch_distance(row_bytes);
   for (int64_t sb = 0; sb < nsb; ++sb) {
+    for (int r = 0; r < R; ++r)
+      for (size_t off = 0; off < sizeof(Block); off += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + sb * sizeof(Block) + off + prefetch), _MM_HINT_T0);
     typename F::State st[R];
     for (int r = 0; r < R; ++r) F::prepare(reinterpret_cast<const Block*>(w + r * row_bytes) + sb, st[r]);
     __m256i isum[R][T];
@@ -330,6 +356,7 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w.row(r0 + r);
+  const int64_t prefetch = prefetch_distance(w.row_bytes());
   // FP8: one scale per 128 x 128 block, looked up once per column block (see matmul_avx512.cpp).
   const bool fp8 = TY == DType::F8_E4M3;
   const int64_t bs = fp8 ? w.scale_block : cols;
@@ -348,6 +375,7 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
     for (int64_t c = c0; c < main_end; c += 8) {
       __m256 wv[R];
       for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + dtype_row_bytes(TY, c) + prefetch), _MM_HINT_T0);
         wv[r] = load_weights8<TY>(rows[r], c);
         if constexpr (TY == DType::F8_E4M3) wv[r] = _mm256_mul_ps(wv[r], s[r]);
       }

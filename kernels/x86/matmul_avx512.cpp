@@ -29,6 +29,13 @@ namespace {
 // fp16 -> f32 with F16C (one vcvtph2ps; exact, as fp16_to_f32).
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+// Software prefetch distance for the weight rows, in bytes ahead of the block being read. A tile
+// reads 4 rows; when rows are long these are 4 separate streams and a short distance suffices;
+// when rows are short (< 2 KiB) the tile is one contiguous stream, which the hardware prefetcher
+// alone keeps too shallow (Q4_0 8960 x 1536 decode from DRAM: 5.9 GB/s/core without, 10.2 with
+// 8 KiB; 1536 x 8960: 9.9 -> 10.8 with 512 B).
+inline int64_t prefetch_distance(size_t row_bytes) { return row_bytes >= 2048 ? 512 : 8192; }
+
 // --- Activation quantisation (bit-identical to ref::quantize_activation) ------------------------
 
 // Blocks of 32. qs is padded to a whole number of 64-byte pairs; dvec holds, per pair of blocks,
@@ -154,8 +161,11 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, int64_t p_begin, int
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  const int64_t prefetch = prefetch_distance(row_bytes);
   for (int64_t p = p_begin; p < p_end; ++p) {
     const bool has_b = 2 * p + 1 < nb;
+    for (int r = 0; r < R; ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + 2 * p * sizeof(Block) + prefetch), _MM_HINT_T0);
     __m512i q[R];
     __m512 d[R], m[R];
     for (int r = 0; r < R; ++r)
@@ -310,7 +320,12 @@ void gemmK(const uint8_t* w, size_t row_bytes, int64_t sb_begin, int64_t sb_end,
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  const int64_t prefetch = prefetch_distance(row_bytes);
   for (int64_t sb = sb_begin; sb < sb_end; ++sb) {
+    for (int r = 0; r < R; ++r)
+      for (size_t off = 0; off < sizeof(Block); off += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + sb * sizeof(Block) + off + prefetch),
+                     _MM_HINT_T0);
     typename F::State st[R];
     for (int r = 0; r < R; ++r) F::prepare(reinterpret_cast<const Block*>(w + r * row_bytes) + sb, st[r]);
     __m512i isum[R][T];
@@ -374,6 +389,7 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = w.row(r0 + r);
+  const int64_t prefetch = prefetch_distance(w.row_bytes());
   // FP8 weights carry one scale per 128 x 128 block: walk the columns block by block so each
   // row's scale is looked up once per block.
   const bool fp8 = TY == DType::F8_E4M3;
@@ -390,6 +406,7 @@ void gemm_float(const TensorView& w, int64_t r0, const float* x, int64_t cols, f
       const __mmask16 mask = c1 - c >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (c1 - c)) - 1);
       __m512 wv[R];
       for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + dtype_row_bytes(TY, c) + prefetch), _MM_HINT_T0);
         wv[r] = load_weights16<TY>(rows[r], c, mask);
         if constexpr (TY == DType::F8_E4M3) wv[r] = _mm512_mul_ps(wv[r], s[r]);
       }
