@@ -28,7 +28,8 @@ int run_quantize(const QuantizeCliOptions& o) {
   options.type = *type;
   if (!o.expert_type.empty()) {
     auto expert_type = parse_convert_type(o.expert_type);
-    if (!expert_type) return fail("quantize", fmt::format("--expert-type: {}", expert_type.message()));
+    if (!expert_type)
+      return fail("quantize", fmt::format("--expert-type: {}", expert_type.message()));
     options.expert_type = *expert_type;
   }
   // One line redrawn in place on a terminal; one line per tensor in a log.
@@ -64,8 +65,9 @@ Command register_quantize(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "quantize", "convert a Hugging Face safetensors checkpoint to GGUF (llama.cpp's layout)");
   auto o = std::make_shared<QuantizeCliOptions>();
-  sub->add_option("-i,--input", o->input, "checkpoint directory (config.json, *.safetensors, "
-                                          "tokenizer.json)")
+  sub->add_option("-i,--input", o->input,
+                  "checkpoint directory (config.json, *.safetensors, "
+                  "tokenizer.json)")
       ->required();
   sub->add_option("-o,--output", o->output, "GGUF file to write")->required();
   sub->add_option("--type", o->type,

@@ -12,15 +12,14 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/mmap.h"
 #include "core/threads.h"
@@ -48,10 +47,10 @@ enum class Role { Vector, Matrix, Expert, Router };
 // writes `cols` f32 values; `prepare` (optional) runs once before the first row, e.g. to
 // dequantise a whole source that is read transposed.
 struct PlannedTensor {
-  std::string name;             // GGUF name
-  std::vector<int64_t> shape;   // PyTorch order
+  std::string name;            // GGUF name
+  std::vector<int64_t> shape;  // PyTorch order
   Role role = Role::Matrix;
-  DType type = DType::F32;      // set by choose_types
+  DType type = DType::F32;  // set by choose_types
   std::function<void(int64_t row, float* dst)> row;
   std::function<void()> prepare;
   std::function<void()> release;
@@ -72,7 +71,8 @@ struct Plan {
 
 std::string fill_pattern(const char* pattern, int64_t layer, int64_t expert) {
   std::string s = pattern;
-  for (const auto& [key, value] : {std::pair<std::string, int64_t>{"{L}", layer}, {"{E}", expert}}) {
+  for (const auto& [key, value] :
+       {std::pair<std::string, int64_t>{"{L}", layer}, {"{E}", expert}}) {
     for (size_t at = s.find(key); at != std::string::npos; at = s.find(key)) {
       s.replace(at, key.size(), std::to_string(value));
     }
@@ -160,7 +160,8 @@ Status plan_deepseek(const DeepSeekConfig& c, Source& src, Plan& plan) {
     // kv_b_proj [H*(nope+v), r], per head nope K rows then v V rows. The converter writes
     //   attn_k_b [H, r, nope]: k_b[h][i][j] = kv_b[h*(nope+v) + j][i]  (transposed per head)
     //   attn_v_b [H, v, r]:    v_b[h][i][:] = kv_b[h*(nope+v) + nope + i][:]
-    SPUTNIK_ASSIGN_OR_RETURN(TensorView kv_b, src.get(hf_name("attn.wkv_b", l), {H * (nope + vd), r}));
+    SPUTNIK_ASSIGN_OR_RETURN(TensorView kv_b,
+                             src.get(hf_name("attn.wkv_b", l), {H * (nope + vd), r}));
     {
       PlannedTensor k_b;
       k_b.name = gguf_name("attn.wk_b", l);
@@ -168,7 +169,8 @@ Status plan_deepseek(const DeepSeekConfig& c, Source& src, Plan& plan) {
       auto full = std::make_shared<std::vector<float>>();  // kv_b as f32, only while writing k_b
       k_b.prepare = [kv_b, full] {
         full->resize(static_cast<size_t>(kv_b.rows() * kv_b.cols()));
-        for (int64_t i = 0; i < kv_b.rows(); ++i) dequantize_weight_row(kv_b, i, full->data() + i * kv_b.cols());
+        for (int64_t i = 0; i < kv_b.rows(); ++i)
+          dequantize_weight_row(kv_b, i, full->data() + i * kv_b.cols());
       };
       k_b.release = [full] { std::vector<float>().swap(*full); };
       k_b.row = [full, r, nope, vd](int64_t row, float* dst) {
@@ -200,8 +202,9 @@ Status plan_deepseek(const DeepSeekConfig& c, Source& src, Plan& plan) {
     if (src.has(hf_name("ffn.gate.bias", l))) {
       SPUTNIK_CHECK_OK(vector("ffn.gate.bias", l, E));
     } else if (c.topk_method == DeepSeekTopkMethod::NoauxTc) {
-      return make_error("layer {}: topk_method noaux_tc needs the router bias '{}', which is missing",
-                        l, hf_name("ffn.gate.bias", l));
+      return make_error(
+          "layer {}: topk_method noaux_tc needs the router bias '{}', which is missing", l,
+          hf_name("ffn.gate.bias", l));
     }
     // Routed experts, stacked: [E, inter, dim] (w1, w3) and [E, dim, inter] (w2).
     for (const char* w : {"ffn.experts.w1", "ffn.experts.w3", "ffn.experts.w2"}) {
@@ -246,7 +249,8 @@ void deepseek_metadata(const DeepSeekConfig& c, const json& j, GgufWriter& w) {
   if (c.yarn) {
     w.add_string(p + "rope.scaling.type", "yarn");
     w.add_float32(p + "rope.scaling.factor", static_cast<float>(c.rope_factor));
-    w.add_uint32(p + "rope.scaling.original_context_length", static_cast<uint32_t>(c.original_seq_len));
+    w.add_uint32(p + "rope.scaling.original_context_length",
+                 static_cast<uint32_t>(c.original_seq_len));
     w.add_float32(p + "rope.scaling.yarn_beta_fast", static_cast<float>(c.beta_fast));
     w.add_float32(p + "rope.scaling.yarn_beta_slow", static_cast<float>(c.beta_slow));
   }
@@ -264,7 +268,8 @@ void deepseek_metadata(const DeepSeekConfig& c, const json& j, GgufWriter& w) {
     // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE: 1 softmax, 2 sigmoid.
     w.add_uint32(p + "expert_gating_func", c.score_func == DeepSeekScoreFunc::Sigmoid ? 2 : 1);
   }
-  w.add_uint32(p + "attention.key_length", static_cast<uint32_t>(c.kv_lora_rank + c.qk_rope_head_dim));
+  w.add_uint32(p + "attention.key_length",
+               static_cast<uint32_t>(c.kv_lora_rank + c.qk_rope_head_dim));
   w.add_uint32(p + "attention.value_length", static_cast<uint32_t>(c.kv_lora_rank));
   w.add_uint32(p + "leading_dense_block_count", static_cast<uint32_t>(c.n_dense_layers));
   w.add_uint32(p + "vocab_size", static_cast<uint32_t>(c.vocab_size));
@@ -285,7 +290,8 @@ void deepseek_metadata(const DeepSeekConfig& c, const json& j, GgufWriter& w) {
   w.add_uint32(p + "rope.dimension_count", static_cast<uint32_t>(c.qk_rope_head_dim));
   // [TAG_DEEPSEEK2_YARN_LOG_MUL_FIX]: 0.1 * mscale_all_dim, when config.json gives it.
   if (c.yarn && j["rope_scaling"].contains("mscale_all_dim")) {
-    w.add_float32(p + "rope.scaling.yarn_log_multiplier", static_cast<float>(0.1 * c.mscale_all_dim));
+    w.add_float32(p + "rope.scaling.yarn_log_multiplier",
+                  static_cast<float>(0.1 * c.mscale_all_dim));
   }
 }
 
@@ -317,7 +323,8 @@ Status plan_llama(const LlamaConfig& c, const json& j, Source& src, Plan& plan) 
   const bool permute = c.family == LlamaFamily::Llama;
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   auto add = [&](const std::string& hf_name, const std::string& gguf_name,
-                 std::initializer_list<int64_t> shape, Role role, int64_t permute_heads = 0) -> Status {
+                 std::initializer_list<int64_t> shape, Role role,
+                 int64_t permute_heads = 0) -> Status {
     SPUTNIK_ASSIGN_OR_RETURN(TensorView v, src.get(hf_name, shape));
     PlannedTensor t = copy_of(gguf_name, v, role);
     if (permute_heads > 0) {
@@ -337,8 +344,10 @@ Status plan_llama(const LlamaConfig& c, const json& j, Source& src, Plan& plan) 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     auto n = [l](const char* pattern) { return layer_name(pattern, l); };
     SPUTNIK_CHECK_OK(add(n(hf.attention_norm), n(gg.attention_norm), {c.dim}, Role::Vector));
-    SPUTNIK_CHECK_OK(add(n(hf.wq), n(gg.wq), {q_dim, c.dim}, Role::Matrix, permute ? c.n_heads : 0));
-    SPUTNIK_CHECK_OK(add(n(hf.wk), n(gg.wk), {kv_dim, c.dim}, Role::Matrix, permute ? c.n_kv_heads : 0));
+    SPUTNIK_CHECK_OK(
+        add(n(hf.wq), n(gg.wq), {q_dim, c.dim}, Role::Matrix, permute ? c.n_heads : 0));
+    SPUTNIK_CHECK_OK(
+        add(n(hf.wk), n(gg.wk), {kv_dim, c.dim}, Role::Matrix, permute ? c.n_kv_heads : 0));
     SPUTNIK_CHECK_OK(add(n(hf.wv), n(gg.wv), {kv_dim, c.dim}, Role::Matrix));
     if (c.qkv_bias) {
       SPUTNIK_CHECK_OK(add(n(hf.bq), n(gg.bq), {q_dim}, Role::Vector));
@@ -409,15 +418,24 @@ void llama_metadata(const LlamaConfig& c, const json& j, GgufWriter& w) {
 // llama.cpp's LLAMA_FTYPE of a file whose matrices are mostly `t` (K-quants: the _M mixes).
 uint32_t llama_file_type(DType t) {
   switch (t) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q4_0: return 2;
-    case DType::Q8_0: return 7;
-    case DType::Q4_K: return 15;
-    case DType::Q5_K: return 17;
-    case DType::Q6_K: return 18;
-    case DType::BF16: return 32;
-    default: return 0;
+    case DType::F32:
+      return 0;
+    case DType::F16:
+      return 1;
+    case DType::Q4_0:
+      return 2;
+    case DType::Q8_0:
+      return 7;
+    case DType::Q4_K:
+      return 15;
+    case DType::Q5_K:
+      return 17;
+    case DType::Q6_K:
+      return 18;
+    case DType::BF16:
+      return 32;
+    default:
+      return 0;
   }
 }
 
@@ -471,8 +489,10 @@ int64_t config_token_id(const json& config, const std::string& key,
   if (!config.contains(key)) return -1;
   const json& v = config[key];
   std::string text;
-  if (v.is_string()) text = v.get<std::string>();
-  else if (v.is_object() && v.contains("content") && v["content"].is_string()) text = v["content"];
+  if (v.is_string())
+    text = v.get<std::string>();
+  else if (v.is_object() && v.contains("content") && v["content"].is_string())
+    text = v["content"];
   auto it = ids.find(text);
   return it == ids.end() ? -1 : it->second;
 }
@@ -483,8 +503,10 @@ Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_
                               const std::string& pre_override, GgufWriter& w) {
   const std::string path = dir + "/tokenizer.json";
   if (!fs::exists(path)) {
-    return make_error("{}: missing (quantize writes the tokenizer into the GGUF, and llama.cpp "
-                      "needs it)", path);
+    return make_error(
+        "{}: missing (quantize writes the tokenizer into the GGUF, and llama.cpp "
+        "needs it)",
+        path);
   }
   SPUTNIK_ASSIGN_OR_RETURN(json tok, read_json_file(path));
   std::string pre = pre_override;
@@ -505,7 +527,8 @@ Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_
   std::vector<int64_t> types(static_cast<size_t>(vocab_size), kTokenUnused);
   std::vector<bool> present(static_cast<size_t>(vocab_size), false);
   auto put = [&](const std::string& text, const json& id_json, int32_t type) -> Status {
-    if (!id_json.is_number_integer()) return make_error("{}: token '{}' has id {}", path, text, id_json.dump());
+    if (!id_json.is_number_integer())
+      return make_error("{}: token '{}' has id {}", path, text, id_json.dump());
     const int64_t id = id_json.get<int64_t>();
     if (id < 0 || id >= vocab_size) {
       return make_error("{}: token '{}' has id {}, outside config.json vocab_size {}", path, text,
@@ -517,16 +540,19 @@ Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_
     ids[text] = id;
     return ok_status();
   };
-  for (const auto& [text, id] : model["vocab"].items()) SPUTNIK_CHECK_OK(put(text, id, kTokenNormal));
+  for (const auto& [text, id] : model["vocab"].items())
+    SPUTNIK_CHECK_OK(put(text, id, kTokenNormal));
   if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
     for (const json& a : tok["added_tokens"]) {
-      if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id")) {
+      if (!a.is_object() || !a.contains("content") || !a["content"].is_string() ||
+          !a.contains("id")) {
         return make_error("{}: an added_tokens entry lacks content or id: {}", path, a.dump());
       }
       std::string text = a["content"];
       const bool special = a.value("special", false) || looks_special(text);
       if (!special) {  // TextModel pre-normalises user-defined "▁" to spaces
-        for (size_t at = text.find("\xe2\x96\x81"); at != std::string::npos; at = text.find("\xe2\x96\x81")) {
+        for (size_t at = text.find("\xe2\x96\x81"); at != std::string::npos;
+             at = text.find("\xe2\x96\x81")) {
           text.replace(at, 3, " ");
         }
       }
@@ -539,10 +565,12 @@ Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_
   std::vector<std::string> merges;
   if (model.contains("merges") && model["merges"].is_array()) {
     for (const json& m : model["merges"]) {
-      if (m.is_string()) merges.push_back(m);
+      if (m.is_string())
+        merges.push_back(m);
       else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string())
         merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
-      else return make_error("{}: a merges entry is neither \"a b\" nor [a, b]: {}", path, m.dump());
+      else
+        return make_error("{}: a merges entry is neither \"a b\" nor [a, b]: {}", path, m.dump());
     }
   }
   w.add_string("tokenizer.ggml.model", "gpt2");
@@ -562,7 +590,8 @@ Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_
     int64_t id = config_token_id(tok_config, std::string(kind) + "_token", ids);
     const std::string key = std::string(kind) + "_token_id";
     if (id < 0 && config.contains(key) && config[key].is_number_integer()) id = config[key];
-    if (id >= 0 && id < vocab_size) w.add_uint32(fmt::format("tokenizer.ggml.{}_token_id", kind), static_cast<uint32_t>(id));
+    if (id >= 0 && id < vocab_size)
+      w.add_uint32(fmt::format("tokenizer.ggml.{}_token_id", kind), static_cast<uint32_t>(id));
   }
   for (const char* flag : {"add_bos_token", "add_eos_token"}) {
     if (tok_config.contains(flag) && tok_config[flag].is_boolean()) {
@@ -575,7 +604,8 @@ Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_
       w.add_string("tokenizer.chat_template", t);
     } else if (t.is_array()) {  // [{name, template}, ...]: "default" is the chat template
       for (const json& e : t) {
-        if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string()) {
+        if (e.is_object() && e.value("name", "") == "default" && e.contains("template") &&
+            e["template"].is_string()) {
           w.add_string("tokenizer.chat_template", e["template"]);
         }
       }
@@ -587,7 +617,6 @@ Status add_tokenizer_metadata(const std::string& dir, const json& config, int64_
 // --- Writing ----------------------------------------------------------------------------------
 
 namespace {
-
 
 // A scratch file that holds the tensor data until the GGUF is written; removed when done.
 struct ScratchFile {
@@ -611,7 +640,8 @@ Result<DType> parse_convert_type(const std::string& text) {
                   DType::Q5_K, DType::Q6_K}) {
     if (t == dtype_name(d)) return d;
   }
-  return make_error("unknown type '{}' (expected F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K)", text);
+  return make_error("unknown type '{}' (expected F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K)",
+                    text);
 }
 
 Result<std::string> detect_tokenizer_pre(const std::string& path) {
@@ -636,8 +666,10 @@ Result<std::string> detect_tokenizer_pre(const std::string& path) {
                        [&](const std::string& r) { return r.find(needle) != std::string::npos; });
   };
   if (any("\\p{N}{1,3}") && any("\u4e00-\u9fa5")) return std::string("deepseek-v3");
-  if (regexes.size() >= 2 && regexes[0] == "[\r\n]" && any("\\s?[A-Za-z")) return std::string("deepseek-llm");
-  const std::string contractions = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}";
+  if (regexes.size() >= 2 && regexes[0] == "[\r\n]" && any("\\s?[A-Za-z"))
+    return std::string("deepseek-llm");
+  const std::string contractions =
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}";
   if (any(contractions + "{1,3}")) return std::string("llama-bpe");
   if (any(contractions + "| ?")) {
     // R1-Distill-Qwen keeps Qwen2's splitting; llama.cpp knows its tokenizer as deepseek-r1-qwen.
@@ -648,12 +680,14 @@ Result<std::string> detect_tokenizer_pre(const std::string& path) {
   }
   if (regexes.empty() && digits && byte_level_regex) return std::string("smollm");
   if (regexes.empty() && !digits && byte_level_regex) return std::string("gpt-2");
-  return make_error("{}: pre_tokenizer {} is not one sputnik knows the llama.cpp name of; pass "
-                    "--tokenizer-pre NAME (deepseek-v3, deepseek-llm, llama-bpe, qwen2, smollm, gpt-2)",
-                    path, pre.dump().substr(0, 200));
+  return make_error(
+      "{}: pre_tokenizer {} is not one sputnik knows the llama.cpp name of; pass "
+      "--tokenizer-pre NAME (deepseek-v3, deepseek-llm, llama-bpe, qwen2, smollm, gpt-2)",
+      path, pre.dump().substr(0, 200));
 }
 
-Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const ConvertProgressFn& progress) {
+Result<ConvertReport> convert_to_gguf(const ConvertOptions& options,
+                                      const ConvertProgressFn& progress) {
   const DType type = options.type;
   const DType expert_type = options.expert_type == DType::Count ? type : options.expert_type;
   for (DType t : {type, expert_type}) {
@@ -661,10 +695,13 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
     if (!known.ok()) return known.error();
   }
   if (!fs::is_directory(options.input)) {
-    return make_error("{}: not a directory (expected a Hugging Face checkpoint: config.json and "
-                      "*.safetensors)", options.input);
+    return make_error(
+        "{}: not a directory (expected a Hugging Face checkpoint: config.json and "
+        "*.safetensors)",
+        options.input);
   }
-  SPUTNIK_ASSIGN_OR_RETURN(std::shared_ptr<WeightSource> weights, WeightSource::open(options.input));
+  SPUTNIK_ASSIGN_OR_RETURN(std::shared_ptr<WeightSource> weights,
+                           WeightSource::open(options.input));
   const SafetensorsCheckpoint& st = *weights->safetensors();
   const std::string config_path = st.directory() + "/config.json";
   if (!st.has_config()) return make_error("{}: missing or empty", config_path);
@@ -697,8 +734,10 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
     SPUTNIK_CHECK_OK(plan_llama(c, j, src, plan));
     arch_metadata = [c, &j](GgufWriter& g) { llama_metadata(c, j, g); };
   } else {
-    return make_error("{}: architectures[0] = '{}'; quantize converts DeepseekV2ForCausalLM, "
-                      "DeepseekV3ForCausalLM, LlamaForCausalLM and Qwen2ForCausalLM", config_path, arch);
+    return make_error(
+        "{}: architectures[0] = '{}'; quantize converts DeepseekV2ForCausalLM, "
+        "DeepseekV3ForCausalLM, LlamaForCausalLM and Qwen2ForCausalLM",
+        config_path, arch);
   }
   report.architecture = gguf_arch;
 
@@ -706,13 +745,12 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
   // MTP layers (index >= num_hidden_layers) and precomputed rotary tables.
   for (const std::string& name : st.tensor_names()) {
     if (plan.used.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
-    int64_t layer = -1;
-    if (std::sscanf(name.c_str(), "model.layers.%lld.", reinterpret_cast<long long*>(&layer)) == 1 &&
-        layer >= n_layers) {
+    long long layer = -1;
+    if (std::sscanf(name.c_str(), "model.layers.%lld.", &layer) == 1 && layer >= n_layers) {
       continue;
     }
-    return make_error("{}: tensor '{}' is not one quantize knows where to put for {}", options.input,
-                      name, arch);
+    return make_error("{}: tensor '{}' is not one quantize knows where to put for {}",
+                      options.input, name, arch);
   }
   choose_types(plan, type, expert_type, report);
 
@@ -731,7 +769,8 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
   ScratchFile scratch;
   scratch.path = options.output + ".data.tmp";
   scratch.file = std::fopen(scratch.path.c_str(), "wb");
-  if (!scratch.file) return make_error("{}: cannot create ({})", scratch.path, std::strerror(errno));
+  if (!scratch.file)
+    return make_error("{}: cannot create ({})", scratch.path, std::strerror(errno));
   uint64_t total = 0;
   for (const PlannedTensor& t : plan.tensors) total += dtype_row_bytes(t.type, t.cols()) * t.rows();
   ThreadPool pool(options.n_threads > 0 ? options.n_threads : hardware_threads());
@@ -756,7 +795,8 @@ Result<ConvertReport> convert_to_gguf(const ConvertOptions& options, const Conve
       });
       const size_t bytes = static_cast<size_t>(n) * row_bytes;
       if (std::fwrite(out.data(), 1, bytes, scratch.file) != bytes) {
-        return make_error("{}: write failed ({}); is the disk full?", scratch.path, std::strerror(errno));
+        return make_error("{}: write failed ({}); is the disk full?", scratch.path,
+                          std::strerror(errno));
       }
     }
     if (t.release) t.release();

@@ -13,10 +13,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "core/dtype.h"
 #include "core/result.h"
@@ -37,9 +36,9 @@ struct ConvertOptions {
 
 // Reported after each tensor is quantised.
 struct ConvertProgress {
-  int64_t tensor = 0;      // 1-based
+  int64_t tensor = 0;  // 1-based
   int64_t n_tensors = 0;
-  std::string name;        // GGUF name
+  std::string name;  // GGUF name
   DType type = DType::F32;
   uint64_t bytes_written = 0;  // tensor data so far
   uint64_t bytes_total = 0;    // tensor data of the whole file

