@@ -2,6 +2,13 @@
 // top-1 token at every prompt position, a 64-token greedy continuation and the perplexity on a
 // fixed text. Goldens: tools/gen_llamacpp_goldens.py (llama-cpp-python 0.3.36).
 // Needs SPUTNIK_DEMO_MODEL (tools/test.sh sets it); without it every test fails.
+//
+// Tolerances come from llama.cpp itself: this small Q4_1 model is numerically sensitive, and
+// llama.cpp run with an f32 instead of its default f16 KV cache moves its own logits by up to
+// ~2, changes its top-1 token at one of 93 prompt positions, and moves its greedy continuations
+// apart after 5-12 tokens on three of the five prompts (meta.f32_kv_* and
+// f32_kv_continuation_agreement in the goldens). sputnik must agree with llama.cpp at least as
+// well as llama.cpp agrees with itself under that change.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -93,9 +100,14 @@ TEST_F(LlamaCppGolden, PromptTokenIds) {
   }
 }
 
-TEST_F(LlamaCppGolden, TopOneAtEveryPromptPosition) {
+TEST_F(LlamaCppGolden, TopOneAndLogitsAtEveryPromptPosition) {
   const int64_t vocab = model_->info().vocab_size;
-  double max_diff = 0;
+  const auto& meta = (*goldens_)["meta"];
+  const double self_max = meta["f32_kv_max_logit_diff"];
+  const double self_mean = meta["f32_kv_mean_position_max_logit_diff"];
+  const int self_flips = meta["f32_kv_top1_flips"];
+  int flips = 0;
+  double max_diff = 0, sum_of_maxima = 0;
   int positions = 0;
   for (const auto& p : (*goldens_)["prompts"]) {
     const auto ids = p["ids"].get<std::vector<int32_t>>();
@@ -103,29 +115,42 @@ TEST_F(LlamaCppGolden, TopOneAtEveryPromptPosition) {
     double prompt_max = 0, sum = 0;
     int n = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
+      double position_max = 0;
       const auto& g = p["positions"][i];
       const float* row = logits.data() + i * vocab;
-      EXPECT_EQ(argmax(row, vocab), g["top1"].get<int32_t>())
-          << p["prompt"] << " position " << i << " (llama.cpp margin " << g["margin"] << ")";
+      const int32_t top1 = argmax(row, vocab);
+      if (top1 != g["top1"].get<int32_t>()) {
+        ++flips;
+        std::printf("  top-1 differs: %s position %zu: %d, llama.cpp %d (its margin %.4f)\n",
+                    p["prompt"].dump().c_str(), i, top1, g["top1"].get<int32_t>(),
+                    g["margin"].get<double>());
+        // Only a near-tie may flip: llama.cpp's own margin within its self-noise.
+        EXPECT_LT(g["margin"].get<double>(), self_max) << p["prompt"] << " position " << i;
+      }
       const auto top_ids = g["top_ids"].get<std::vector<int32_t>>();
       const auto top_logits = g["top_logits"].get<std::vector<float>>();
       for (size_t k = 0; k < top_ids.size(); ++k) {
         const double d = std::fabs(double(row[top_ids[k]]) - top_logits[k]);
         prompt_max = std::max(prompt_max, d);
+        position_max = std::max(position_max, d);
         sum += d;
         ++n;
       }
+      sum_of_maxima += position_max;
       ++positions;
     }
     std::printf("  %-40.40s %3zu positions: max |logit diff| %.4f, mean %.4f\n",
                 p["prompt"].dump().c_str(), ids.size(), prompt_max, sum / n);
     max_diff = std::max(max_diff, prompt_max);
   }
-  std::printf("largest logit difference from llama.cpp (top-20 logits, %d positions): %.5f\n",
-              positions, max_diff);
-  // Both sides round activations to 8 bits for Q4_1/Q8_0 weights, so what is left should be
-  // summation order and llama.cpp's f16 KV cache: allow 1% of the typical top logit (~25).
-  EXPECT_LT(max_diff, 0.25);
+  std::printf("top-1 agreement: %d of %d positions (llama.cpp f32 vs f16 KV cache: %d changes)\n",
+              positions - flips, positions, self_flips);
+  EXPECT_LE(flips, self_flips);
+  std::printf("largest logit difference from llama.cpp (top-20 logits, %d positions): %.4f, mean "
+              "per position %.4f; llama.cpp f32 vs f16 KV cache: %.4f, %.4f\n",
+              positions, max_diff, sum_of_maxima / positions, self_max, self_mean);
+  EXPECT_LE(max_diff, self_max);
+  EXPECT_LE(sum_of_maxima / positions, 1.25 * self_mean);
 }
 
 TEST_F(LlamaCppGolden, GreedyContinuationMatches) {
@@ -136,43 +161,48 @@ TEST_F(LlamaCppGolden, GreedyContinuationMatches) {
     const auto margins = p["continuation_margins"].get<std::vector<double>>();
     std::vector<float> logits = all_logits(ids);
     std::vector<float> last(logits.end() - vocab, logits.end());
-    // Steps where llama.cpp's own top-2 margin is below kTieMargin are ties within its f16 KV-cache
-    // rounding; the comparison ends at the first one.
+    // Required agreement: as many tokens as llama.cpp keeps with itself when its KV cache goes
+    // from f16 to f32, and never past a step where its top-2 margin is under kTieMargin (a tie).
     constexpr double kTieMargin = 0.01;
-    size_t limit = expected.size();
-    for (size_t i = 0; i < margins.size(); ++i) {
+    size_t required = p["f32_kv_continuation_agreement"].get<size_t>();
+    for (size_t i = 0; i < required; ++i) {
       if (margins[i] < kTieMargin) {
-        limit = i;
+        required = i;
         break;
       }
     }
-    std::printf("  %-40.40s greedy tokens compared: %zu of %zu\n", p["prompt"].dump().c_str(), limit,
-                expected.size());
-    std::vector<int32_t> got;
-    for (size_t step = 0; step < limit; ++step) {
+    size_t agreed = 0;
+    for (size_t step = 0; step < expected.size(); ++step) {
       const int32_t token = argmax(last.data(), vocab);
-      got.push_back(token);
-      if (token != expected[step]) {
-        ADD_FAILURE() << p["prompt"] << ": greedy token " << step << " is " << token
-                      << ", llama.cpp chose " << expected[step] << " (its margin "
-                      << margins[step] << ")";
-        break;
-      }
+      if (token != expected[step]) break;
+      ++agreed;
       const BatchToken t{token, static_cast<int32_t>(ids.size() + step), 0, true};
       ASSERT_TRUE(model_->forward(std::span(&t, 1), last.data()).ok());
     }
+    std::printf("  %-40.40s greedy: %2zu of %zu tokens as llama.cpp (required %2zu; llama.cpp "
+                "with an f32 KV cache: %d)\n",
+                p["prompt"].dump().c_str(), agreed, expected.size(), required,
+                p["f32_kv_continuation_agreement"].get<int>());
+    EXPECT_GE(agreed, required) << p["prompt"] << ": first disagreement at step " << agreed
+                                << " (llama.cpp's margin there " << margins[std::min(agreed, margins.size() - 1)] << ")";
   }
 }
 
-TEST_F(LlamaCppGolden, SessionGreedyTextMatches) {
-  // The runtime's loop (chunked prefill, sampler, stream decoder) gives llama.cpp's text.
+TEST_F(LlamaCppGolden, SessionGreedyMatchesRawLoop) {
+  // The runtime's loop (chunked prefill, sampler, stream decoder) gives the same text as argmax
+  // over Model::forward, and the demo model knows its capitals.
   const auto& p = (*goldens_)["prompts"][0];
-  std::vector<int32_t> expected = p["continuation"].get<std::vector<int32_t>>();
-  for (size_t i = 0; i < expected.size(); ++i) {
-    if (tokenizer_->is_end_of_generation(expected[i])) {
-      expected.resize(i);
-      break;
-    }
+  const auto ids = p["ids"].get<std::vector<int32_t>>();
+  const int64_t vocab = model_->info().vocab_size;
+  std::vector<float> logits = all_logits(ids);
+  std::vector<float> last(logits.end() - vocab, logits.end());
+  std::vector<int32_t> expected;
+  for (int step = 0; step < 24; ++step) {
+    const int32_t token = argmax(last.data(), vocab);
+    if (tokenizer_->is_end_of_generation(token)) break;
+    expected.push_back(token);
+    const BatchToken t{token, static_cast<int32_t>(ids.size() + step), 0, true};
+    ASSERT_TRUE(model_->forward(std::span(&t, 1), last.data()).ok());
   }
   Session session(*model_, *tokenizer_, 1024);
   GenerateOptions options;
@@ -187,7 +217,7 @@ TEST_F(LlamaCppGolden, SessionGreedyTextMatches) {
                                 });
   ASSERT_TRUE(stats.ok()) << stats.message();
   EXPECT_EQ(text, tokenizer_->decode(expected));
-  EXPECT_NE(text.find("Paris"), std::string::npos);
+  EXPECT_NE(text.find("Paris"), std::string::npos) << text;
 }
 
 TEST_F(LlamaCppGolden, PerplexityWithinOnePercent) {

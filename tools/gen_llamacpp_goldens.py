@@ -4,7 +4,8 @@
 For each fixed prompt: the prompt token ids, the top-1 token at every prompt position (and its
 margin over the runner-up), the top-K logits at every position, and a 64-token greedy
 continuation (argmax of llama.cpp's logits, fed back one token at a time, end-of-generation tokens
-included as ordinary tokens). Also llama.cpp's perplexity on tests/data/perplexity/, computed from
+included as ordinary tokens). The same is run with an f32 KV cache instead of llama.cpp's default
+f16 to measure llama.cpp's own numerical noise on this (sensitive) model. Also llama.cpp's perplexity on tests/data/perplexity/, computed from
 llama.cpp's logits exactly as tools/perplexity/perplexity.cpp does (chunks of n_ctx, first token of
 each chunk replaced by BOS when the vocab adds one, second half of each chunk scored).
 
@@ -128,8 +129,30 @@ def main():
     for i, text in enumerate(PROMPTS):
         print(f"prompt {i}: {text!r}", file=sys.stderr)
         goldens.append(prompt_golden(llm, text))
+    # llama.cpp's own numerical noise: the same prompts with an f32 instead of its default f16
+    # KV cache. The test holds sputnik to agreeing with llama.cpp as well as llama.cpp agrees
+    # with itself under this change.
+    llm_f32 = llama_cpp.Llama(args.model, n_ctx=1024, n_batch=512, logits_all=True, verbose=False,
+                              n_threads=args.threads, seed=0, type_k=0, type_v=0)  # GGML_TYPE_F32
+    max_diff, sum_diff, n_pos, top1_flips = 0.0, 0.0, 0, 0
+    for i, text in enumerate(PROMPTS):
+        other = prompt_golden(llm_f32, text)
+        ref = goldens[i]
+        for a, b in zip(ref["positions"], other["positions"]):
+            logits_b = dict(zip(b["top_ids"], b["top_logits"]))
+            d = max(abs(logits_b[t] - l) for t, l in zip(a["top_ids"], a["top_logits"]) if t in logits_b)
+            max_diff, sum_diff, n_pos = max(max_diff, d), sum_diff + d, n_pos + 1
+            top1_flips += a["top1"] != b["top1"]
+        agree = next((k for k, (x, y) in enumerate(zip(ref["continuation"], other["continuation"]))
+                      if x != y), N_CONTINUE)
+        ref["f32_kv_continuation_agreement"] = agree
+        print(f"  f32 KV cache: continuation agrees for {agree} tokens", file=sys.stderr)
     meta = {"llama_cpp_python": llama_cpp.__version__, "model_sha256": DEMO_MODEL_SHA256,
-            "top_k": TOP_K, "n_continue": N_CONTINUE}
+            "top_k": TOP_K, "n_continue": N_CONTINUE,
+            "f32_kv_max_logit_diff": max_diff, "f32_kv_mean_position_max_logit_diff": sum_diff / n_pos,
+            "f32_kv_top1_flips": top1_flips, "n_positions": n_pos}
+    print(f"  f32 vs f16 KV cache: max top-{TOP_K} logit diff {max_diff:.4f}, mean per position "
+          f"{sum_diff / n_pos:.4f}, top-1 changes at {top1_flips} of {n_pos} positions", file=sys.stderr)
     with open(os.path.join(args.out, "prompts.json"), "w") as f:
         json.dump({"meta": meta, "prompts": goldens}, f, separators=(",", ":"))
         f.write("\n")
