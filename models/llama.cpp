@@ -332,16 +332,20 @@ class LlamaModel final : public Model {
     s.seq_len.assign(static_cast<size_t>(s.n_seq_max), 0);
     s.kv_type = source.options.kv_type;
     // Left uninitialised: the pages are only touched as the cache fills.
+    s.n_ctx_padded = (s.n_ctx + kLlamaValueBlock - 1) / kLlamaValueBlock * kLlamaValueBlock;
     const size_t cache_bytes = static_cast<size_t>(s.n_seq_max * s.n_ctx * kv_dim) * kv_elem_bytes();
+    const size_t value_bytes = static_cast<size_t>(s.n_seq_max * s.n_ctx_padded * kv_dim) * kv_elem_bytes();
     for (int64_t l = 0; l < c.n_layers; ++l) {
-      s.key_cache.emplace_back(new uint8_t[cache_bytes]);
-      s.value_cache.emplace_back(new uint8_t[cache_bytes]);
+      s.key_cache.emplace_back(static_cast<uint8_t*>(std::calloc(cache_bytes, 1)));
+      s.value_cache.emplace_back(static_cast<uint8_t*>(std::calloc(value_bytes, 1)));
+      if (!s.key_cache.back() || !s.value_cache.back()) alloc_failed_ = true;
     }
-    s.scores.resize(static_cast<size_t>(pool_.size() * s.n_ctx));
-    if (s.kv_type == DType::F16) {
-      s.key_rows.resize(static_cast<size_t>(pool_.size() * s.n_ctx * c.head_dim));
-      s.value_rows.resize(static_cast<size_t>(pool_.size() * s.n_ctx * c.head_dim));
-    }
+    const int64_t group = c.n_heads / c.n_kv_heads;
+    // Scores rows, then one [group, block] slice of softmax weights.
+    s.scores.resize(static_cast<size_t>(pool_.size() * scores_per_thread()));
+    s.att_part.resize(static_cast<size_t>(pool_.size() * group * c.head_dim));
+    // The attention's small matmuls run inside one parallel task: each task gets an inline pool.
+    for (int i = 0; i < pool_.size(); ++i) inline_pools_.push_back(std::make_unique<ThreadPool>(1));
 
     info_.architecture = c.architecture;
     if (info_.name.empty()) info_.name = c.name;
@@ -437,12 +441,22 @@ class LlamaModel final : public Model {
   size_t cache_row(int32_t seq, int64_t kvh, int64_t pos) const {
     return static_cast<size_t>(((seq * config_.n_kv_heads + kvh) * state_.n_ctx + pos) * config_.head_dim);
   }
-  void store_row(const float* x, int64_t n, uint8_t* dst) const {
+  int64_t scores_per_thread() const {
+    return config_.n_heads / config_.n_kv_heads * (state_.n_ctx_padded + kLlamaValueBlock);
+  }
+  // First element of value block `block` of (seq, kv head): [head_dim, kLlamaValueBlock].
+  int64_t value_block(int32_t seq, int64_t kvh, int64_t block) const {
+    return ((seq * config_.n_kv_heads + kvh) * state_.n_ctx_padded + block * kLlamaValueBlock) *
+           config_.head_dim;
+  }
+  // Writes n values to the cache, `stride` elements apart.
+  void store_row(const float* x, int64_t n, int64_t stride, uint8_t* dst) const {
     if (state_.kv_type == DType::F16) {
       auto* h = reinterpret_cast<uint16_t*>(dst);
-      for (int64_t i = 0; i < n; ++i) h[i] = f32_to_fp16(x[i]);
+      for (int64_t i = 0; i < n; ++i) h[i * stride] = f32_to_fp16(x[i]);
     } else {
-      std::memcpy(dst, x, static_cast<size_t>(n) * sizeof(float));
+      auto* f = reinterpret_cast<float*>(dst);
+      for (int64_t i = 0; i < n; ++i) f[i * stride] = x[i];
     }
   }
   static void round_to_f16(float* x, int64_t n) {
@@ -496,43 +510,59 @@ class LlamaModel final : public Model {
       if (f16) round_to_f16(q, q_dim);
       const BatchToken& b = batch[static_cast<size_t>(t)];
       for (int64_t kvh = 0; kvh < c.n_kv_heads; ++kvh) {
-        const size_t slot = cache_row(b.seq, kvh, b.pos) * elem;
-        store_row(k + kvh * hd, hd, key_cache + slot);
-        store_row(v + kvh * hd, hd, value_cache + slot);
+        store_row(k + kvh * hd, hd, 1, key_cache + cache_row(b.seq, kvh, b.pos) * elem);
+        // Column pos % block of the transposed block: stride `block` elements.
+        const size_t block = static_cast<size_t>(value_block(b.seq, kvh, b.pos / kLlamaValueBlock));
+        store_row(v + kvh * hd, hd, kLlamaValueBlock,
+                  value_cache + (block + b.pos % kLlamaValueBlock) * elem);
       }
     }
     tap("Qcur", layer, s.q.data(), T, q_dim);
     tap("Kcur", layer, s.k.data(), T, kv_dim);
     tap("Vcur", layer, s.v.data(), T, kv_dim);
     // softmax(q k^T / sqrt(hd)) v per token and query head, causal: keys 0..pos of the token's
-    // sequence. GQA: query head h reads kv head h / (n_heads / n_kv_heads). One task per
-    // (token, kv head), so an f16 cache is converted once for the heads sharing it.
+    // sequence. GQA: the `group` query heads h of kv head h / group are contiguous in q and
+    // att_out, so each (token, kv head) task is small matmuls straight on the cache (f16 or f32):
+    // scores [group, n_keys] = q_group @ K^T, then att_out_group = sum over value blocks of
+    // P_block @ V_block (the tail of the last block gets weight 0).
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int64_t group = c.n_heads / c.n_kv_heads;
+    const int64_t group = c.n_heads / c.n_kv_heads, vb = kLlamaValueBlock;
     pool_.parallel_for(T * c.n_kv_heads, [&](int64_t task, int thread) {
       const int64_t t = task / c.n_kv_heads, kvh = task % c.n_kv_heads;
       const BatchToken& b = batch[static_cast<size_t>(t)];
-      const int64_t n_keys = b.pos + 1;
-      const size_t first = cache_row(b.seq, kvh, 0) * elem;
-      const float* keys = reinterpret_cast<const float*>(key_cache + first);      // [n_keys, hd]
-      const float* values = reinterpret_cast<const float*>(value_cache + first);  // [n_keys, hd]
-      if (f16) {
-        float* key_rows = s.key_rows.data() + static_cast<int64_t>(thread) * s.n_ctx * hd;
-        float* value_rows = s.value_rows.data() + static_cast<int64_t>(thread) * s.n_ctx * hd;
-        dequantize_row(DType::F16, key_cache + first, key_rows, n_keys * hd);
-        dequantize_row(DType::F16, value_cache + first, value_rows, n_keys * hd);
-        keys = key_rows;
-        values = value_rows;
+      const int64_t n_keys = b.pos + 1, n_blocks = (n_keys + vb - 1) / vb, n_padded = n_blocks * vb;
+      ThreadPool& inline_pool = *inline_pools_[static_cast<size_t>(thread)];
+      TensorView keys;  // [n_keys, hd]
+      keys.dtype = s.kv_type;
+      keys.n_dims = 2;
+      keys.shape = {n_keys, hd, 0, 0};
+      keys.data = key_cache + cache_row(b.seq, kvh, 0) * elem;
+      float* scores = s.scores.data() + static_cast<int64_t>(thread) * scores_per_thread();
+      matmul(keys, s.q.data() + t * q_dim + kvh * group * hd, group, scores, inline_pool);
+      // Re-lay the [group, n_keys] scores as [group, n_padded] rows, zero-padded, back to front.
+      for (int64_t g = group - 1; g >= 0; --g) {
+        float* row = scores + g * n_padded;
+        std::memmove(row, scores + g * n_keys, static_cast<size_t>(n_keys) * sizeof(float));
+        for (int64_t j = 0; j < n_keys; ++j) row[j] *= scale;
+        softmax(row, n_keys);
+        if (f16) round_to_f16(row, n_keys);  // ggml: kq is converted to f16 for kq @ v
+        std::fill(row + n_keys, row + n_padded, 0.0f);
       }
-      float* scores = s.scores.data() + static_cast<int64_t>(thread) * s.n_ctx;
-      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-        const float* q = s.q.data() + t * q_dim + h * hd;
-        for (int64_t j = 0; j < n_keys; ++j) scores[j] = dot_f32(q, keys + j * hd, hd) * scale;
-        softmax(scores, n_keys);
-        if (f16) round_to_f16(scores, n_keys);  // ggml: kq is converted to f16 for kq @ v
-        float* out = s.att_out.data() + t * q_dim + h * hd;
-        std::fill(out, out + hd, 0.0f);
-        for (int64_t j = 0; j < n_keys; ++j) axpy(scores[j], values + j * hd, hd, out);
+      float* out = s.att_out.data() + t * q_dim + kvh * group * hd;  // [group, hd]
+      float* part = s.att_part.data() + static_cast<int64_t>(thread) * group * hd;
+      TensorView values;  // one block of V^T: [hd, vb]
+      values.dtype = s.kv_type;
+      values.n_dims = 2;
+      values.shape = {hd, vb, 0, 0};
+      // P_block: rows of `scores` with stride n_padded; matmul wants them contiguous, so copy.
+      float* p_block = scores + group * n_padded;  // [group, vb] scratch past the scores
+      for (int64_t blk = 0; blk < n_blocks; ++blk) {
+        for (int64_t g = 0; g < group; ++g) {
+          std::memcpy(p_block + g * vb, scores + g * n_padded + blk * vb, static_cast<size_t>(vb) * sizeof(float));
+        }
+        values.data = value_cache + static_cast<size_t>(value_block(b.seq, kvh, blk)) * elem;
+        matmul(values, p_block, group, blk == 0 ? out : part, inline_pool);
+        if (blk > 0) axpy(1.0f, part, group * hd, out);
       }
     });
     tap("kqv_out", layer, s.att_out.data(), T, q_dim);
@@ -610,6 +640,10 @@ class LlamaModel final : public Model {
 
  private:
   LlamaTap tap_;
+  std::vector<std::unique_ptr<ThreadPool>> inline_pools_;  // [n_threads], one thread each
+ public:
+  bool alloc_failed_ = false;  // the KV cache did not fit in memory
+ private:
   LlamaConfig config_;
   LlamaWeights weights_;
   LlamaRunState state_;
@@ -677,7 +711,14 @@ Result<std::unique_ptr<Model>> load_llama(const ModelSource& source) {
                       source.options.n_seq_max);
   }
   SPUTNIK_ASSIGN_OR_RETURN(LlamaWeights weights, load_weights(source, config));
-  return std::unique_ptr<Model>(new LlamaModel(std::move(config), std::move(weights), source));
+  auto model = std::make_unique<LlamaModel>(std::move(config), std::move(weights), source);
+  if (model->alloc_failed_) {
+    return make_error("{}: the KV cache ({} bytes per token, n_ctx {}, n_seq_max {}) does not fit "
+                      "in memory; lower n_ctx or n_seq_max", w.path(),
+                      model->info().kv_cache_bytes_per_token, source.options.n_ctx,
+                      source.options.n_seq_max);
+  }
+  return std::unique_ptr<Model>(std::move(model));
 }
 
 }  // namespace sputnik

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -80,6 +81,9 @@ struct LlamaWeights {
   TensorView output;           // [vocab, dim]  output / lm_head (== tok_embeddings when tied)
 };
 
+// Positions per transposed value block (see LlamaRunState).
+constexpr int64_t kLlamaValueBlock = 64;
+
 // Activations for one chunk of at most kLlamaMaxChunk tokens (T below), and the KV cache.
 struct LlamaRunState {
   std::vector<float> x;       // [T, dim]  residual stream
@@ -91,17 +95,25 @@ struct LlamaRunState {
   std::vector<float> proj;    // [T, dim]  wo or w2 output, added to x
   std::vector<float> gate;    // [T, inter_dim]
   std::vector<float> up;      // [T, inter_dim]
-  std::vector<float> scores;  // [n_threads, n_ctx]  attention weights, one row per thread
-  // f16 cache only, per thread: one kv head's cached keys / values of one sequence as f32.
-  std::vector<float> key_rows, value_rows;  // [n_threads, n_ctx, head_dim]
+  // Per thread, for one (token, kv head): the scores of the query heads sharing it, then their
+  // softmax weights; that sequence's cached values as f32, and transposed for the P @ V matmul.
+  std::vector<float> scores;       // [n_threads, n_heads/n_kv_heads, n_ctx_padded]
+  std::vector<float> att_part;     // [n_threads, n_heads/n_kv_heads, head_dim]  one block's P @ V
   std::vector<float> rope_cos, rope_sin;  // [T, rope_dim/2]
   std::vector<float> logits_in;           // [T, dim]  final-normed rows that want logits
-  // KV cache, kv_type (F32 or F16) elements: per layer [n_seq_max, n_kv_heads, n_ctx, head_dim],
-  // so the keys one head attends to are one contiguous run.
+  // KV cache of kv_type (F32 or F16) elements, per layer. Keys [n_seq_max, n_kv_heads, n_ctx,
+  // head_dim]: the keys one head attends to are one matrix. Values transposed in blocks of
+  // kLlamaValueBlock positions, [n_seq_max, n_kv_heads, n_ctx_padded / block, head_dim, block]:
+  // each block is the weight of one P @ V matmul (as llama.cpp stores V transposed). Zeroed at
+  // allocation (calloc: lazily), so the unused tail of the last block holds finite values.
+  struct FreeDelete {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
   DType kv_type = DType::F32;
   int64_t n_ctx = 0;
+  int64_t n_ctx_padded = 0;  // n_ctx rounded up to kLlamaValueBlock
   int n_seq_max = 0;
-  std::vector<std::unique_ptr<uint8_t[]>> key_cache, value_cache;
+  std::vector<std::unique_ptr<uint8_t, FreeDelete>> key_cache, value_cache;
   std::vector<int32_t> seq_len;  // [n_seq_max] tokens cached per sequence
 };
 
