@@ -459,8 +459,19 @@ class LlamaModel final : public Model {
       for (int64_t i = 0; i < n; ++i) f[i * stride] = x[i];
     }
   }
+  // x = fp16_to_f32(f32_to_fp16(x)) (round to nearest even), without leaving f32: fp16
+  // subnormals (|x| < 2^-14) are multiples of 2^-24; normals keep 10 mantissa bits. Checked
+  // bit-exact against the conversions for |x| < 65504 (softmax weights and q stay far below).
   static void round_to_f16(float* x, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) x[i] = fp16_to_f32(f32_to_fp16(x[i]));
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::fabs(x[i]) < 6.103515625e-05f) {
+        x[i] = std::nearbyint(x[i] * 16777216.0f) * 5.9604644775390625e-08f;
+      } else {
+        uint32_t u = f32_to_bits(x[i]);
+        u = (u + 0xFFF + ((u >> 13) & 1)) & 0xFFFFE000u;
+        x[i] = bits_to_f32(u);
+      }
+    }
   }
 
   // Rotates the first rope_dim dimensions of each of n_heads heads of one token's vector.
