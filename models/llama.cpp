@@ -331,7 +331,7 @@ class LlamaModel final : public Model {
     s.n_seq_max = source.options.n_seq_max;
     s.seq_len.assign(static_cast<size_t>(s.n_seq_max), 0);
     s.kv_type = source.options.kv_type;
-    // Left uninitialised: the pages are only touched as the cache fills.
+    // calloc: the OS hands out zero pages as the cache fills, so nothing is touched up front.
     s.n_ctx_padded = (s.n_ctx + kLlamaValueBlock - 1) / kLlamaValueBlock * kLlamaValueBlock;
     const size_t cache_bytes = static_cast<size_t>(s.n_seq_max * s.n_ctx * kv_dim) * kv_elem_bytes();
     const size_t value_bytes = static_cast<size_t>(s.n_seq_max * s.n_ctx_padded * kv_dim) * kv_elem_bytes();
