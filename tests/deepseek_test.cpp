@@ -650,8 +650,10 @@ TEST_P(deepseek_tiny, BatchOfThreeSequencesEqualsEachAlone) {
   EXPECT_EQ(m->sequence_length(2), 13);
 }
 
-TEST_P(deepseek_tiny, GgufMatchesSafetensors) {
-  if (GetParam() == Variant::V3Fp8) GTEST_SKIP() << "GGUF holds no FP8";
+// GGUF holds no FP8 (llama.cpp's converter dequantises it), so these run on the other variants.
+class deepseek_tiny_gguf : public deepseek_tiny {};
+
+TEST_P(deepseek_tiny_gguf, GgufMatchesSafetensors) {
   auto st = load(dir_.string(), options());
   ASSERT_TRUE(st);
   const auto tokens = some_tokens(16, 9, st->info().vocab_size);
@@ -679,8 +681,7 @@ TEST_P(deepseek_tiny, GgufMatchesSafetensors) {
 // scalar kernels (f32 activations) they must agree like any two f32 paths; with the dispatched
 // ones the matmul also rounds activations to 8 bits (as llama.cpp does), which moves these tiny
 // random models' logits by 1-3%. A wrong slice or row would move them by O(1).
-TEST_P(deepseek_tiny, QuantisedGgufMatchesItsDequantisedWeights) {
-  if (GetParam() == Variant::V3Fp8) GTEST_SKIP() << "GGUF holds no FP8";
+TEST_P(deepseek_tiny_gguf, QuantisedGgufMatchesItsDequantisedWeights) {
   Checkpoint rounded = checkpoint_;
   for (auto& [name, t] : rounded.tensors) {
     const int64_t cols = t.shape.back();
@@ -718,12 +719,19 @@ TEST_P(deepseek_tiny, QuantisedGgufMatchesItsDequantisedWeights) {
   set_kernel_isa(isa);
 }
 
-TEST_P(deepseek_tiny, MtpCachedEqualsFull) {
+// V2 checkpoints have no MTP module: has_mtp() must say so; V3 ones run it.
+TEST_P(deepseek_tiny, HasMtpExactlyForV3) {
   auto m = load(dir_.string(), options());
   ASSERT_TRUE(m);
-  const bool v3 = GetParam() == Variant::V3 || GetParam() == Variant::V3Fp8;
-  EXPECT_EQ(m->has_mtp(), v3);
-  if (!v3) GTEST_SKIP() << "V2 has no MTP module";
+  EXPECT_EQ(m->has_mtp(), GetParam() == Variant::V3 || GetParam() == Variant::V3Fp8);
+}
+
+class deepseek_tiny_mtp : public deepseek_tiny {};
+
+TEST_P(deepseek_tiny_mtp, MtpCachedEqualsFull) {
+  auto m = load(dir_.string(), options());
+  ASSERT_TRUE(m);
+  ASSERT_TRUE(m->has_mtp());
   const int64_t V = m->info().vocab_size, dim = m->config().dim;
   const auto tokens = some_tokens(14, 11, V);
   std::vector<float> hidden;
@@ -749,6 +757,11 @@ TEST_P(deepseek_tiny, MtpCachedEqualsFull) {
 INSTANTIATE_TEST_SUITE_P(variant, deepseek_tiny,
                          ::testing::Values(Variant::V2Lite, Variant::V2, Variant::V3,
                                            Variant::V3Fp8),
+                         [](const auto& info) { return std::string(variant_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(variant, deepseek_tiny_gguf,
+                         ::testing::Values(Variant::V2Lite, Variant::V2, Variant::V3),
+                         [](const auto& info) { return std::string(variant_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(variant, deepseek_tiny_mtp, ::testing::Values(Variant::V3, Variant::V3Fp8),
                          [](const auto& info) { return std::string(variant_name(info.param)); });
 
 TEST(deepseek, Fp8CheckpointEqualsItsDequantisedF32) {
@@ -996,7 +1009,7 @@ std::vector<float> tensor_f32(const SafetensorsCheckpoint& ck, const std::string
 // at every position; the named activations of a full forward; rope frequencies and softmax scale.
 TEST_P(deepseek_fixture, MatchesReference) {
   const std::string dir = kFixtures + GetParam();
-  if (!fs::exists(dir + "/reference.safetensors")) GTEST_SKIP() << dir << " not generated yet";
+  ASSERT_TRUE(fs::exists(dir + "/reference.safetensors")) << dir << ": run tools/gen_deepseek_fixtures.py";
   auto ref = SafetensorsCheckpoint::open(dir + "/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.message();
   const std::vector<float> ids = tensor_f32(*ref, "input_ids");
@@ -1162,7 +1175,7 @@ TEST_P(deepseek_fixture, MatchesReference) {
 // The deepseek2 GGUF that llama.cpp's converter makes from the v2_lite fixture: same logits.
 TEST(deepseek_fixture_gguf, V2LiteGgufMatchesSafetensors) {
   const std::string gguf = kFixtures + "v2_lite.gguf";
-  if (!fs::exists(gguf)) GTEST_SKIP() << gguf << " not generated yet";
+  ASSERT_TRUE(fs::exists(gguf)) << gguf << ": run tools/convert_tiny_to_gguf.sh";
   auto ref = SafetensorsCheckpoint::open(kFixtures + "v2_lite/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.message();
   const std::vector<float> ids = tensor_f32(*ref, "input_ids");

