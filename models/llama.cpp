@@ -10,6 +10,7 @@
 #include <numbers>
 
 #include "formats/gguf.h"
+#include "formats/json_fields.h"
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
 #include "models/weights.h"
@@ -91,36 +92,6 @@ Result<LlamaConfig> config_from_gguf(const WeightSource& source, const std::stri
     for (int64_t i = 0; i < c.rope_dim / 2; ++i) c.inv_freq[i] /= factors[i];
   }
   return c;
-}
-
-// Typed reads of config.json fields; errors name the file and the field.
-Result<int64_t> json_int(const nlohmann::json& j, const std::string& key, const std::string& file) {
-  if (!j.contains(key)) return make_error("{}: field '{}' is missing", file, key);
-  if (!j[key].is_number_integer()) {
-    return make_error("{}: field '{}' should be an integer, got {}", file, key, j[key].dump());
-  }
-  return j[key].get<int64_t>();
-}
-Result<int64_t> json_int_or(const nlohmann::json& j, const std::string& key, int64_t fallback,
-                            const std::string& file) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  return json_int(j, key, file);
-}
-Result<double> json_float_or(const nlohmann::json& j, const std::string& key, double fallback,
-                             const std::string& file) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_number()) {
-    return make_error("{}: field '{}' should be a number, got {}", file, key, j[key].dump());
-  }
-  return j[key].get<double>();
-}
-Result<bool> json_bool_or(const nlohmann::json& j, const std::string& key, bool fallback,
-                          const std::string& file) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_boolean()) {
-    return make_error("{}: field '{}' should be true or false, got {}", file, key, j[key].dump());
-  }
-  return j[key].get<bool>();
 }
 
 Result<LlamaConfig> config_from_hf(const WeightSource& source, const std::string& arch) {
