@@ -1,6 +1,23 @@
 #include "core/threads.h"
 
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define SPUTNIK_CPU_RELAX() _mm_pause()
+#else
+#define SPUTNIK_CPU_RELAX() std::this_thread::yield()
+#endif
+
 namespace sputnik {
+
+namespace {
+
+// How long an idle worker keeps polling before it sleeps: long enough to bridge the serial gaps
+// between a decode step's kernels, short enough not to burn a core between requests.
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(200);
+
+}  // namespace
 
 int hardware_threads() {
   const unsigned n = std::thread::hardware_concurrency();
@@ -14,7 +31,7 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
+    stopping_.store(true, std::memory_order_release);
   }
   wake_.notify_all();
   for (auto& w : workers_) w.join();
@@ -34,35 +51,47 @@ void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t,
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
+  job_ = &fn;
+  n_tasks_ = n_tasks;
+  next_task_.store(0, std::memory_order_relaxed);
+  busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
   {
+    // Under the mutex so a worker between its predicate check and its wait cannot miss it.
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    n_tasks_ = n_tasks;
-    next_task_.store(0, std::memory_order_relaxed);
-    busy_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
   run_tasks(0);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [this] { return busy_workers_.load(std::memory_order_acquire) == 0; });
+  // Yield now and then: on a busy machine the worker we wait for may need this core.
+  for (int polls = 1; busy_workers_.load(std::memory_order_acquire) != 0; ++polls) {
+    if (polls % 256 == 0) std::this_thread::yield();
+    else SPUTNIK_CPU_RELAX();
+  }
   job_ = nullptr;
 }
 
 void ThreadPool::worker_loop(int thread) {
   uint64_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
-      seen = generation_;
+    const auto spin_until = std::chrono::steady_clock::now() + kSpinBeforeSleep;
+    int polls = 0;
+    while (generation_.load(std::memory_order_acquire) == seen &&
+           !stopping_.load(std::memory_order_acquire)) {
+      if (++polls % 256 == 0) std::this_thread::yield();
+      if (polls % 64 == 0 && std::chrono::steady_clock::now() > spin_until) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] {
+          return stopping_.load(std::memory_order_acquire) ||
+                 generation_.load(std::memory_order_acquire) != seen;
+        });
+        break;
+      }
+      SPUTNIK_CPU_RELAX();
     }
+    if (stopping_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
     run_tasks(thread);
-    if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_.notify_one();
-    }
+    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

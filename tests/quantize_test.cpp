@@ -576,7 +576,7 @@ TEST(quantize, TokenizerMetadataEncodesLikeTokenizerJson) {
     int same = 0;
     for (const std::string& text : corpus) same += (*ours)->encode(text) == (*hf)->encode(text);
     std::printf("[%s] GGUF tokenizer metadata: %d / %zu corpus strings encode as tokenizer.json\n",
-                dir, same, corpus.size());
+                dir.c_str(), same, corpus.size());
     EXPECT_EQ(same, static_cast<int>(corpus.size())) << dir;
   }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sputnik builds against. Idempotent; skips apt when all are present.
 set -euo pipefail
-packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libpcre2-dev
+packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libpcre2-dev python3-pip
           libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev unzip python3)
 missing=()
 for p in "${packages[@]}"; do
