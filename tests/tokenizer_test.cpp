@@ -352,6 +352,20 @@ TEST(GgufTokenizer, Qwen2PreTokenizerMatchesHuggingFace) {
                         "qwen2");
 }
 
+// llama.cpp's converter omits tokenizer.ggml.merges for a vocabulary without merges (the
+// DeepSeek fixture's byte-level tokenizer): such a file still loads, one token per byte.
+TEST(GgufTokenizer, VocabularyWithoutMergesLoads) {
+  const std::string path = std::string(SPUTNIK_TEST_DATA) + "/deepseek/v2_lite.gguf";
+  auto gguf = GgufFile::open(path);
+  ASSERT_TRUE(gguf.ok()) << gguf.message();
+  ASSERT_FALSE(gguf->has("tokenizer.ggml.merges"));
+  auto tok = Tokenizer::from_gguf(*gguf);
+  ASSERT_TRUE(tok.ok()) << tok.message();
+  const std::vector<int32_t> ids = (*tok)->encode("hello");
+  EXPECT_EQ(ids.size(), 5u);
+  EXPECT_EQ((*tok)->decode(ids), "hello");
+}
+
 TEST(GgufTokenizer, ErrorsNameTheKey) {
   auto load = [](GgufWriter& writer) -> std::string {
     auto path = std::filesystem::temp_directory_path() /

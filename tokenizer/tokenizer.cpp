@@ -750,8 +750,11 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufFile& gguf) {
       impl->added.push_back(std::move(token));
     }
   }
-  SPUTNIK_ASSIGN_OR_RETURN(std::vector<std::string> merges,
-                           gguf.get_string_array("tokenizer.ggml.merges"));
+  // A byte-level vocabulary may have no merges (llama.cpp's converter then omits the key).
+  std::vector<std::string> merges;
+  if (gguf.has("tokenizer.ggml.merges")) {
+    SPUTNIK_ASSIGN_OR_RETURN(merges, gguf.get_string_array("tokenizer.ggml.merges"));
+  }
   for (size_t i = 0; i < merges.size(); ++i) {
     size_t space = merges[i].find(' ', 1);
     if (space == std::string::npos) {
