@@ -2,10 +2,14 @@
 //
 // Tolerances, from the math:
 //  * Integer paths (quantised weights): the activations are rounded to 8 bits per block of 32 or
-//    256 (d = max|x| / 127, q = round(x / d)), so each activation moves by at most d / 2 (plus an
-//    f32 rounding of x / d, well below 0.1% of d). Against the f32 reference the error of
-//    y[t, r] is therefore at most sum_c |w[r, c]| * 0.501 * d_block(c) -- about 1/254 of the
-//    block's largest |x| per unit of |w|, i.e. relative ~0.4% per block in the worst case.
+//    256 (d = max|x| / 127, q = round(x * 127 / max|x|)), so each activation moves by at most d / 2
+//    (plus an f32 rounding of x * id, well below 0.1% of d). Blocks of 32 then use d rounded to
+//    fp16 as ggml's block_q8_0 / q8_1 do: |q| <= 127 codes times 2^-11 d adds 0.063 d. Against the
+//    f32 reference the error of y[t, r] is therefore at most sum_c |w[r, c]| * 0.501 * d_block(c)
+//    (0.564 for blocks of 32) -- about 1/254 of the block's largest |x| per unit of |w|, i.e.
+//    relative ~0.4% per block in the worst case. Q4_1/Q5_1 take their min term as m * s with
+//    s = fp16(d * sum q) (block_q8_1): two more fp16 roundings, |m| * 2^-10 * 32 * 127 * d <=
+//    4 |m| d per block.
 //  * Against ref::matmul_quantized_activations (same 8-bit activations, exact dequantised values,
 //    double accumulation) only f32 rounding remains: the block sums are exact integers, the
 //    scaling and accumulation add a few ulps per term, bounded here by 1e-5 * sum_c |w| |xq|
@@ -143,8 +147,15 @@ TEST_P(MatmulVsRef, SizesTokensTailsMisalignment) {
         else want_q = want_f;
         // Per-output bounds (see the header comment).
         std::vector<float> wrow(cols), xq_scale(cols);
+        const bool has_min = act_block != 0 && (type == DType::Q4_1 || type == DType::Q5_1);
         for (int64_t r = 0; r < rows; ++r) {
           ref::dequantize_weight_row(w.view, r, wrow.data());
+          // Q4_1 / Q5_1 blocks start with fp16 d, then fp16 m.
+          const auto block_min = [&](int64_t b) {
+            uint16_t m;
+            std::memcpy(&m, w.view.row(r) + b * (w.view.row_bytes() / (cols / act_block)) + 2, 2);
+            return std::fabs(fp16_to_f32(m));
+          };
           for (int64_t t = 0; t < T; ++t) {
             const float* xt = x + t * cols;
             double abs_sum = 0, act_bound = 0;
@@ -152,11 +163,13 @@ TEST_P(MatmulVsRef, SizesTokensTailsMisalignment) {
               const int64_t c1 = act_block ? c0 + act_block : cols;
               float amax = 0;
               for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(xt[c]));
-              const double half_step = act_block ? 0.501 * amax / 127.0 : 0.0;
+              const double step = amax / 127.0;
+              const double half_step = act_block == 0 ? 0.0 : (act_block == kQK ? 0.564 : 0.501) * step;
               for (int64_t c = c0; c < c1; ++c) {
                 abs_sum += std::fabs(wrow[c]) * (std::fabs(xt[c]) + half_step);
                 act_bound += std::fabs(wrow[c]) * half_step;
               }
+              if (has_min) act_bound += 4.01 * block_min(c0 / act_block) * step;
             }
             const float got = y[t * rows + r];
             const double tight = 1e-5 * abs_sum + 1e-30;

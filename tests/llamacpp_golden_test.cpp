@@ -9,6 +9,14 @@
 // apart after 5-12 tokens on three of the five prompts (meta.f32_kv_* and
 // f32_kv_continuation_agreement in the goldens). sputnik must agree with llama.cpp at least as
 // well as llama.cpp agrees with itself under that change.
+//
+// With the quantised matmul rounding activations as ggml does (fp16 block_q8_0 / q8_1 d and s,
+// kernels/ref/ref.h quantize_activation), the top-1 token agrees at every one of the 93 prompt
+// positions (AVX2 and AVX-512; before: 92), so the SIMD paths must keep that. The rest is not
+// exact: logits still differ by up to ~1.6 and greedy continuations part after 12-64 tokens,
+// and which prompts part where depends on our ISA -- f32 summation order alone (AVX2 vs AVX-512)
+// moves our logits by as much -- so this small model amplifies ulp-level differences anywhere in
+// the forward pass (norms, silu/exp, softmax, f32 accumulation order), not only the matmul's.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +26,7 @@
 #include <sstream>
 
 #include "core/threads.h"
+#include "kernels/kernels.h"
 #include "models/model.h"
 #include "runtime/generate.h"
 #include "runtime/perplexity.h"
@@ -145,12 +154,17 @@ TEST_F(LlamaCppGolden, TopOneAndLogitsAtEveryPromptPosition) {
   }
   std::printf("top-1 agreement: %d of %d positions (llama.cpp f32 vs f16 KV cache: %d changes)\n",
               positions - flips, positions, self_flips);
-  EXPECT_LE(flips, self_flips);
+  // The scalar kernels keep f32 activations (no ggml activation rounding): llama.cpp's self-noise.
+  if (matmul_quantizes_activations(DType::Q4_1))
+    EXPECT_EQ(flips, 0) << kernel_isa();
+  else
+    EXPECT_LE(flips, self_flips) << kernel_isa();
   std::printf("largest logit difference from llama.cpp (top-20 logits, %d positions): %.4f, mean "
               "per position %.4f; llama.cpp f32 vs f16 KV cache: %.4f, %.4f\n",
               positions, max_diff, sum_of_maxima / positions, self_max, self_mean);
   EXPECT_LE(max_diff, self_max);
-  EXPECT_LE(sum_of_maxima / positions, 1.25 * self_mean);
+  // Measured 0.355 (AVX-512) and 0.368 (AVX2) against llama.cpp's own 0.365.
+  EXPECT_LE(sum_of_maxima / positions, 1.1 * self_mean);
 }
 
 TEST_F(LlamaCppGolden, GreedyContinuationMatches) {

@@ -2,8 +2,10 @@
 // dot products with every token; it is the spec and the fallback on CPUs without AVX2.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
+#include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
 
 namespace sputnik::ref {
@@ -39,23 +41,42 @@ int activation_block(DType weight_type) {
 void matmul_quantized_activations(const TensorView& w, const float* x, int64_t n_tokens, float* y) {
   const int64_t rows = w.rows(), cols = w.cols();
   const int block = activation_block(w.dtype);
-  std::vector<float> xq(static_cast<size_t>(n_tokens * cols));
+  // Q4_1 / Q5_1: ggml splits w = d_w * q_w + m and takes sum_c m * xq[c] as m * s (block_q8_1.s).
+  const bool has_min = w.dtype == DType::Q4_1 || w.dtype == DType::Q5_1;
+  const int64_t nb = block ? cols / block : 0;
+  std::vector<float> xq(static_cast<size_t>(n_tokens * cols)), xs(static_cast<size_t>(n_tokens * nb));
   if (block == 0) {
     std::copy(x, x + n_tokens * cols, xq.begin());
   } else {
     std::vector<int8_t> qs(static_cast<size_t>(cols));
-    std::vector<float> d(static_cast<size_t>(cols / block));
+    std::vector<float> d(static_cast<size_t>(nb));
     for (int64_t t = 0; t < n_tokens; ++t) {
-      quantize_activation(x + t * cols, cols, block, qs.data(), d.data());
+      quantize_activation(x + t * cols, cols, block, qs.data(), d.data(), xs.data() + t * nb);
       for (int64_t c = 0; c < cols; ++c) xq[t * cols + c] = d[c / block] * qs[c];
     }
   }
-  std::vector<float> wrow(static_cast<size_t>(cols));
+  const size_t block_bytes = has_min ? w.row_bytes() / static_cast<size_t>(nb) : 0;
+  std::vector<uint8_t> row(w.row_bytes());
+  std::vector<float> wrow(static_cast<size_t>(cols)), mins(static_cast<size_t>(nb));
   for (int64_t r = 0; r < rows; ++r) {
-    dequantize_weight_row(w, r, wrow.data());
+    if (has_min) {
+      // Both block types start with fp16 d then fp16 m: read m, then zero it to dequantise d * q.
+      std::copy(w.row(r), w.row(r) + w.row_bytes(), row.begin());
+      for (int64_t b = 0; b < nb; ++b) {
+        uint16_t m;
+        std::memcpy(&m, row.data() + b * block_bytes + 2, 2);
+        mins[b] = fp16_to_f32(m);
+        std::memset(row.data() + b * block_bytes + 2, 0, 2);
+      }
+      dequantize_row(w.dtype, row.data(), wrow.data(), cols);
+    } else {
+      dequantize_weight_row(w, r, wrow.data());
+    }
     for (int64_t t = 0; t < n_tokens; ++t) {
       double acc = 0;
       for (int64_t c = 0; c < cols; ++c) acc += static_cast<double>(wrow[c]) * xq[t * cols + c];
+      if (has_min)
+        for (int64_t b = 0; b < nb; ++b) acc += static_cast<double>(mins[b]) * xs[t * nb + b];
       y[t * rows + r] = static_cast<float>(acc);
     }
   }

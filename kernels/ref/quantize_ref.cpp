@@ -265,14 +265,25 @@ bool quantize_row(DType type, const float* x, void* dst, int64_t n) {
   }
 }
 
-void quantize_activation(const float* x, int64_t n, int block, int8_t* qs, float* d) {
+void quantize_activation(const float* x, int64_t n, int block, int8_t* qs, float* d, float* s) {
   for (int64_t b = 0; b < n / block; ++b, x += block, qs += block) {
     float amax = 0;
     for (int j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float db = amax / 127.f;
-    const float id = db != 0 ? 1.0f / db : 0.0f;
-    d[b] = db;
-    for (int j = 0; j < block; ++j) qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+    // ggml x86 quantize_row_q8_0 / q8_1: id = 127 / max (not 1 / d); q_K_ref: iscale = -127 / max
+    // (sign-flipped codes and d, the same products), d = 1 / iscale.
+    const float id = amax != 0 ? 127.f / amax : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < block; ++j) {
+      qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+      sum += qs[j];
+    }
+    if (block == kQK) {
+      const float db = amax / 127.f;  // block_q8_0 / block_q8_1 store d and s = d * sum(q) as fp16
+      d[b] = fp16_to_f32(f32_to_fp16(db));
+      if (s != nullptr) s[b] = fp16_to_f32(f32_to_fp16(db * static_cast<float>(sum)));
+    } else {
+      d[b] = amax != 0 ? 1.0f / id : 0.0f;  // block_q8_K: f32 d
+    }
   }
 }
 

@@ -28,14 +28,18 @@ void quantize_row_q8_K(const float* x, void* dst, int64_t n);
 bool quantize_row(DType type, const float* x, void* dst, int64_t n);
 
 // --- Activation quantisation used by the integer matmuls ----------------------------------------
-// Per block of `block` (32 or 256) elements: d = max|x| / 127 (f32), q = nearbyint(x / d) (ties to
-// even, as the SIMD cvtps2dq does). Written as q = nearbyint(x * (1 / d)) exactly as the SIMD
-// versions compute it, so they reproduce these bytes. qs: n bytes; d: n / block floats.
-void quantize_activation(const float* x, int64_t n, int block, int8_t* qs, float* d);
+// Per block of `block` (32 or 256) elements, exactly as ggml's x86 quantize_row_q8_0 / q8_1
+// (block 32) and quantize_row_q8_K_ref (block 256) round llama.cpp's activations:
+// id = 127 / max|x|, q = nearbyint(x * id) (ties to even, as cvtps2dq and ggml's nearest_int).
+// Block 32: d = fp16(max|x| / 127) and, when s is given, s = fp16(d_f32 * sum q) (block_q8_1's
+// s, used by the Q4_1/Q5_1 min term), both returned as the f32 value of the fp16. Block 256:
+// d = 1 / id in f32. qs: n bytes; d (and s): n / block floats.
+void quantize_activation(const float* x, int64_t n, int block, int8_t* qs, float* d, float* s = nullptr);
 
-// y[t, r] = sum_c w[r, c] * xq[t, c] where xq is x after quantize_activation with the block size
+// y[t, r] = sum_c w[r, c] * xq[t, c] where xq = d * q from quantize_activation with the block size
 // the SIMD path uses for w's type (32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, 256 for K-quants); computed in
-// double from exactly dequantised values. The SIMD integer matmuls must match it to f32 rounding.
+// double from exactly dequantised values. Q4_1/Q5_1 (w = d_w * q_w + m) take the min term as
+// m * s per block, as ggml_vec_dot_q4_1_q8_1 does. The SIMD integer matmuls must match it to f32 rounding.
 int activation_block(DType weight_type);  // 0: the SIMD path keeps f32 activations
 void matmul_quantized_activations(const TensorView& w, const float* x, int64_t n_tokens, float* y);
 

@@ -54,22 +54,41 @@ inline int64_t prefetch_distance(size_t row_bytes) { return row_bytes >= 2048 ? 
 
 // --- Activation quantisation (bit-identical to ref::quantize_activation) ------------------------
 
-// Quantises `block` elements; returns d, writes codes. Also returns the sum of codes per 16.
-template <int kBlock>
-float quantize_block(const float* x, int8_t* qs, int16_t* sums16) {
+// f32 -> fp16 -> f32 (round to nearest even), as ggml stores block_q8_0 / block_q8_1 scales.
+inline float round_fp16(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+
+// Blocks of 32 (ggml quantize_row_q8_1 on x86): writes codes; returns d = fp16(max / 127) and
+// sets s = fp16(d_f32 * sum q), both as f32 values.
+inline float quantize_block32(const float* x, int8_t* qs, float* s) {
   __m256 m = _mm256_setzero_ps();
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  for (int j = 0; j < kBlock; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
-  const float d = hmax(m) / 127.f;
-  const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
-  for (int j = 0; j < kBlock; j += 8) store_q8(qs + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), id));
-  if (sums16 != nullptr) {
-    for (int j = 0; j < kBlock; j += 16) {
-      const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + j)));
-      sums16[j / 16] = static_cast<int16_t>(hsum_i32(_mm256_madd_epi16(v, _mm256_set1_epi16(1))));
-    }
+  for (int j = 0; j < kQK; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+  const float amax = hmax(m);
+  const __m256 id = _mm256_set1_ps(amax != 0 ? 127.f / amax : 0.0f);
+  for (int j = 0; j < kQK; j += 8) store_q8(qs + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), id));
+  const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16)));
+  const int sum = hsum_i32(_mm256_madd_epi16(_mm256_add_epi16(v, w), _mm256_set1_epi16(1)));
+  const float d = amax / 127.f;
+  *s = round_fp16(d * static_cast<float>(sum));
+  return round_fp16(d);
+}
+
+// Blocks of 256 (ggml quantize_row_q8_K_ref): writes codes and the sum of codes per 16; returns
+// the f32 d = 1 / (127 / max).
+inline float quantize_block256(const float* x, int8_t* qs, int16_t* sums16) {
+  __m256 m = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int j = 0; j < kQKK; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+  const float amax = hmax(m);
+  const float idb = amax != 0 ? 127.f / amax : 0.0f;
+  const __m256 id = _mm256_set1_ps(idb);
+  for (int j = 0; j < kQKK; j += 8) store_q8(qs + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), id));
+  for (int j = 0; j < kQKK; j += 16) {
+    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + j)));
+    sums16[j / 16] = static_cast<int16_t>(hsum_i32(_mm256_madd_epi16(v, _mm256_set1_epi16(1))));
   }
-  return d;
+  return amax != 0 ? 1.0f / idb : 0.0f;
 }
 
 // --- 32-element block formats ------------------------------------------------------------------
@@ -143,7 +162,7 @@ struct FQ8_0 {
 
 template <class F, int R, int T>
 void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, int64_t xq_stride,
-            const float* xd, int64_t xd_stride, float* y, int64_t y_stride) {
+            const float* xd, const float* xsb, int64_t xd_stride, float* y, int64_t y_stride) {
   using Block = typename F::Block;
   const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
   __m256 acc[R][T];
@@ -162,10 +181,8 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, in
       __m256i corr = _mm256_setzero_si256();
       if constexpr (F::kOffset != 0)  // offset * (sum of the 4 codes of each lane)
         corr = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xv), _mm256_set1_epi16(F::kOffset));
-      __m256 xs;
-      if constexpr (F::kHasMin)
-        xs = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xv), ones16)),
-                           _mm256_set1_ps(dx));
+      __m256 xs;  // s / 8 in each lane: the 8 lanes sum to block_q8_1's s exactly
+      if constexpr (F::kHasMin) xs = _mm256_set1_ps(0.125f * xsb[t * xd_stride + b]);
       for (int r = 0; r < R; ++r) {
         __m256i s;
         if constexpr (F::kSigned)
@@ -430,18 +447,20 @@ template <class F>
 void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
   const int64_t rows = w.rows(), cols = w.cols(), nb = cols / kQK;
   const size_t qs_bytes = static_cast<size_t>(round_up(n_tokens * cols, 64));
-  uint8_t* mem = activation_scratch().get(qs_bytes + static_cast<size_t>(n_tokens * nb * 4));
+  uint8_t* mem = activation_scratch().get(qs_bytes + static_cast<size_t>(n_tokens * nb * 8));
   auto* xq = reinterpret_cast<int8_t*>(mem);
   auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
+  float* xs = xd + n_tokens * nb;
   pool.parallel_for(n_tokens, [&](int64_t t, int) {
     for (int64_t b = 0; b < nb; ++b)
-      xd[t * nb + b] = quantize_block<kQK>(x + t * cols + kQK * b, xq + t * cols + kQK * b, nullptr);
+      xd[t * nb + b] = quantize_block32(x + t * cols + kQK * b, xq + t * cols + kQK * b, xs + t * nb + b);
   });
   const size_t rb = w.row_bytes();
   const auto* wd = static_cast<const uint8_t*>(w.data);
   for_tiles(rows, rb, n_tokens, pool, [&](int64_t r0, int R, int64_t t0, int T) {
     with_tile(R, T, [&]<int kR, int kT>() {
-      gemm32<F, kR, kT>(wd + r0 * rb, rb, nb, xq + t0 * cols, cols, xd + t0 * nb, nb, y + t0 * rows + r0, rows);
+      gemm32<F, kR, kT>(wd + r0 * rb, rb, nb, xq + t0 * cols, cols, xd + t0 * nb, xs + t0 * nb, nb, y + t0 * rows + r0,
+                        rows);
     });
   });
 }
@@ -457,7 +476,7 @@ void matmulK(const TensorView& w, const float* x, int64_t n_tokens, float* y, Th
   auto* xbs = reinterpret_cast<int16_t*>(mem + qs_bytes + d_bytes);
   pool.parallel_for(n_tokens, [&](int64_t t, int) {
     for (int64_t b = 0; b < nsb; ++b)
-      xd[t * nsb + b] = quantize_block<kQKK>(x + t * cols + kQKK * b, xq + t * cols + kQKK * b, xbs + (t * nsb + b) * 16);
+      xd[t * nsb + b] = quantize_block256(x + t * cols + kQKK * b, xq + t * cols + kQKK * b, xbs + (t * nsb + b) * 16);
   });
   const size_t rb = w.row_bytes();
   const auto* wd = static_cast<const uint8_t*>(w.data);

@@ -38,24 +38,31 @@ inline int64_t prefetch_distance(size_t row_bytes) { return row_bytes >= 2048 ? 
 
 // --- Activation quantisation (bit-identical to ref::quantize_activation) ------------------------
 
+// f32 -> fp16 -> f32 (round to nearest even), as ggml stores block_q8_0 / block_q8_1 scales.
+inline float round_fp16(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+
 // Blocks of 32. qs is padded to a whole number of 64-byte pairs; dvec holds, per pair of blocks,
-// 16 floats: lanes 0-7 the first block's d, lanes 8-15 the second's (zero past the end).
-void quantize_act32(const float* x, int64_t cols, int8_t* qs, float* dvec) {
+// 16 floats: lanes 0-7 the first block's d, lanes 8-15 the second's (zero past the end); svec the
+// same with s / 8 (block_q8_1's s = d * sum q, so the 8 lanes of a block sum to s exactly).
+void quantize_act32(const float* x, int64_t cols, int8_t* qs, float* dvec, float* svec) {
   const int64_t nb = cols / kQK;
   for (int64_t b = 0; b < nb; ++b) {
     const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
     const float d = amax / 127.f;
-    const __m512 id = _mm512_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+    const __m512 id = _mm512_set1_ps(amax != 0 ? 127.f / amax : 0.0f);
     const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
     const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b), _mm512_cvtsepi32_epi8(q0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b + 16), _mm512_cvtsepi32_epi8(q1));
-    _mm256_storeu_ps(dvec + 8 * b, _mm256_set1_ps(d));
+    const float sum = static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1)));
+    _mm256_storeu_ps(dvec + 8 * b, _mm256_set1_ps(round_fp16(d)));
+    _mm256_storeu_ps(svec + 8 * b, _mm256_set1_ps(0.125f * round_fp16(d * sum)));
   }
   if (nb & 1) {
     std::memset(qs + 32 * nb, 0, 32);
     _mm256_storeu_ps(dvec + 8 * nb, _mm256_setzero_ps());
+    _mm256_storeu_ps(svec + 8 * nb, _mm256_setzero_ps());
   }
 }
 
@@ -64,9 +71,10 @@ void quantize_act256(const float* x, int64_t cols, int8_t* qs, float* d, int16_t
   for (int64_t b = 0; b < cols / kQKK; ++b, x += kQKK, qs += kQKK) {
     __m512 m = _mm512_setzero_ps();
     for (int j = 0; j < kQKK; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
-    const float db = _mm512_reduce_max_ps(m) / 127.f;
-    d[b] = db;
-    const __m512 id = _mm512_set1_ps(db != 0 ? 1.0f / db : 0.0f);
+    const float amax = _mm512_reduce_max_ps(m);
+    const float idb = amax != 0 ? 127.f / amax : 0.0f;
+    d[b] = amax != 0 ? 1.0f / idb : 0.0f;
+    const __m512 id = _mm512_set1_ps(idb);
     for (int j = 0; j < kQKK; j += 16) {
       const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), id));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + j), _mm512_cvtsepi32_epi8(q));
@@ -153,10 +161,12 @@ struct FQ8_0 {
   }
 };
 
-// R rows x T tokens over nb blocks. w: first row; xq/xd: first token's codes and pair scales.
+// R rows x T tokens over nb blocks. w: first row; xq/xd/xsv: first token's codes, pair scales
+// and pair sums (s / 8).
 template <class F, int R, int T>
 void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, int64_t p_begin, int64_t p_end, const int8_t* xq,
-            int64_t xq_stride, const float* xd, int64_t xd_stride, float* y, int64_t y_stride, bool accumulate) {
+            int64_t xq_stride, const float* xd, const float* xsv, int64_t xd_stride, float* y, int64_t y_stride,
+            bool accumulate) {
   using Block = typename F::Block;
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
@@ -177,8 +187,7 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, int64_t p_begin, int
       if constexpr (F::kOffset != 0)  // - offset * (sum of the 4 codes in each lane)
         init = _mm512_sub_epi32(init, _mm512_dpbusd_epi32(init, _mm512_set1_epi8(char(F::kOffset)), xv));
       __m512 xs;
-      if constexpr (F::kHasMin)
-        xs = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), xv)), xdv);
+      if constexpr (F::kHasMin) xs = _mm512_load_ps(xsv + t * xd_stride + 16 * p);
       for (int r = 0; r < R; ++r) {
         const __m512i s = _mm512_dpbusd_epi32(init, q[r], xv);
         acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s), xdv), d[r], acc[r][t]);
@@ -469,11 +478,12 @@ template <class F>
 void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
   const int64_t rows = w.rows(), cols = w.cols(), nb = cols / kQK, np = (nb + 1) / 2;
   const int64_t xq_stride = 64 * np, xd_stride = 16 * np;
-  uint8_t* mem = activation_scratch().get(static_cast<size_t>(n_tokens * (xq_stride + 4 * xd_stride)));
+  uint8_t* mem = activation_scratch().get(static_cast<size_t>(n_tokens * (xq_stride + 8 * xd_stride)));
   auto* xq = reinterpret_cast<int8_t*>(mem);
   auto* xd = reinterpret_cast<float*>(mem + n_tokens * xq_stride);
+  float* xs = xd + n_tokens * xd_stride;
   pool.parallel_for(n_tokens, [&](int64_t t, int) {
-    quantize_act32(x + t * cols, cols, xq + t * xq_stride, xd + t * xd_stride);
+    quantize_act32(x + t * cols, cols, xq + t * xq_stride, xd + t * xd_stride, xs + t * xd_stride);
   });
   const size_t rb = w.row_bytes();
   const auto* wd = static_cast<const uint8_t*>(w.data);
@@ -481,7 +491,7 @@ void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, T
   for_tiles(rows, rb, n_tokens, (np + kb_pairs - 1) / kb_pairs, pool, [&](int64_t r0, int R, int64_t t0, int T, int64_t kb) {
     with_tile(R, T, [&]<int kR, int kT>() {
       gemm32<F, kR, kT>(wd + r0 * rb, rb, nb, kb * kb_pairs, std::min(np, (kb + 1) * kb_pairs), xq + t0 * xq_stride,
-                        xq_stride, xd + t0 * xd_stride, xd_stride, y + t0 * rows + r0, rows, kb > 0);
+                        xq_stride, xd + t0 * xd_stride, xs + t0 * xd_stride, xd_stride, y + t0 * rows + r0, rows, kb > 0);
     });
   });
 }
