@@ -68,8 +68,16 @@ float dot_f32(const float* a, const float* b, int64_t n) { return active()->dot_
 bool matmul_quantizes_activations(DType weight_type) {
   const KernelSet* s = active();
   if (s == &kScalarSet) return false;
-  const bool fast = s == &avx512::kernel_set() ? avx512::has_fast_matmul(weight_type) : avx2::has_fast_matmul(weight_type);
-  return fast && ref::activation_block(weight_type) != 0;
+  return x86_has_fast_matmul(weight_type) && ref::activation_block(weight_type) != 0;
+}
+
+bool x86_has_fast_matmul(DType type) {
+  switch (type) {
+    case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
+    case DType::F32: case DType::F16: case DType::BF16: case DType::F8_E4M3: return true;
+    default: return false;
+  }
 }
 
 std::string kernel_isa() { return active()->name; }

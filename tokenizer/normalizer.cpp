@@ -83,25 +83,6 @@ uint32_t compose(uint32_t first, uint32_t second) {
   return 0;
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp & kInvalid) {
-    out += static_cast<char>(cp & 0xFF);
-  } else if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 }  // namespace
 
@@ -162,7 +143,10 @@ std::string nfc(std::string_view text) {
   }
   std::string out;
   out.reserve(text.size());
-  for (uint32_t c : composed) append_utf8(out, c);
+  for (uint32_t c : composed) {
+    if (c & kInvalid) out += static_cast<char>(c & 0xFF);  // an invalid byte passes through
+    else append_utf8(out, c);
+  }
   return out;
 }
 

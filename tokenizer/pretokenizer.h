@@ -16,6 +16,9 @@
 
 namespace sputnik::tok {
 
+// Appends code point cp as UTF-8.
+void append_utf8(std::string& out, uint32_t cp);
+
 // A compiled pattern. Matches never cross the subject handed to find_all: HF runs each split on
 // one piece at a time, so `\s+(?!\S)` sees the piece's end as the end of the text.
 class Regex {

@@ -549,15 +549,6 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
 
 }  // namespace
 
-bool has_fast_matmul(DType type) {
-  switch (type) {
-    case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q8_0:
-    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K:
-    case DType::F32: case DType::F16: case DType::BF16: case DType::F8_E4M3: return true;
-    default: return false;
-  }
-}
-
 // Defined in ops_avx512.cpp.
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out);
 void softmax(float* x, int64_t n);

@@ -23,12 +23,12 @@ struct KernelSet {
 
 namespace avx2 {
 const KernelSet& kernel_set();
-// True when this set's matmul has a fast path for the type (others fall back to ref::matmul).
-bool has_fast_matmul(DType type);
 }  // namespace avx2
 namespace avx512 {
 const KernelSet& kernel_set();
-bool has_fast_matmul(DType type);
 }  // namespace avx512
+
+// True when the x86 sets' matmul has a fast path for the type (others fall back to ref::matmul).
+bool x86_has_fast_matmul(DType type);
 
 }  // namespace sputnik
