@@ -1,20 +1,28 @@
 #!/usr/bin/env python3
 """sputnik vs llama.cpp on one GGUF, same threads, in one run: pp (prompt processing) and tg
-(generation) tok/s, medians of several repetitions, and their ratios.
+(generation) tok/s, medians of several repetitions, their ratios, the share of the decode
+roofline each engine reaches, the 2-thread / 1-thread generation speed-up, and peak memory.
+Prints a markdown table ready for BENCHMARKS.md.
 
-sputnik side: `sputnik bench --json -r 1` per repetition (random tokens, fresh cache, a warm-up).
-Repetitions alternate between the two engines so that changing machine load hits both alike.
-llama.cpp side: llama-cpp-python (pip install llama-cpp-python==0.3.36, built from source with
-CMAKE_ARGS="-DGGML_NATIVE=ON"), driven the way llama-bench drives llama.cpp: pp feeds N random
-tokens into an empty cache in one batch, tg decodes N tokens one at a time from an empty cache.
+sputnik side: `sputnik bench --json -r 1` per repetition (random tokens, a warm-up run, the
+depth context filled untimed). Repetitions alternate between the two engines so that changing
+machine load hits both alike. llama.cpp side: llama-cpp-python (pip install
+llama-cpp-python==0.3.36, built from source with CMAKE_ARGS="-DGGML_NATIVE=ON"), driven the way
+llama-bench drives llama.cpp: the depth context (-d N random tokens) is evaluated once, untimed;
+pp then feeds N random tokens after it in one batch, tg decodes N tokens one at a time after it.
 
-Usage: bench/compare_llamacpp.py MODEL [-t 2] [-p 512] [-n 128] [-r 3] [--sputnik build/sputnik]
+The roofline is sputnik's measured read bandwidth at that thread count divided by the bytes a
+generated token reads (active weights + cached K/V), the same figure for both engines.
+
+Usage: bench/compare_llamacpp.py MODEL [-t 1,2] [-p 512] [-n 128] [-d 0] [-r 3]
+                                 [--sputnik build/sputnik]
 """
 import argparse
 import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,36 +31,53 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def sputnik_bench(binary, model, threads, n_prompt, n_gen):
-    """One `sputnik bench` repetition (it does its own warm-up run); {test: tok/s}, machine."""
+def test_names(n_prompt, n_gen, depth):
+    """The test names both engines report, as `sputnik bench` spells them (pp512, tg64@d4096)."""
+    suffix = f"@d{depth}" if depth > 0 else ""
+    return (f"pp{n_prompt}{suffix}" if n_prompt > 0 else None,
+            f"tg{n_gen}{suffix}" if n_gen > 0 else None)
+
+
+def sputnik_bench(binary, model, threads, n_prompt, n_gen, depth):
+    """One `sputnik bench` repetition (it does its own warm-up run); {test: tok/s}, its JSON."""
     cmd = [binary, "bench", "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
-           "-r", "1", "--json"]
+           "-d", str(depth), "-r", "1", "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     data = json.loads(out)
-    return {r["test"]: r["mean"] for r in data["rows"]}, data["machine"]
+    return {r["test"]: r["mean"] for r in data["rows"]}, data
 
 
 class LlamaCppBench:
-    def __init__(self, model, threads, n_prompt, n_gen):
+    def __init__(self, model, threads, n_prompt, n_gen, depth):
         import llama_cpp
 
         self.version = llama_cpp.__version__
-        self.llm = llama_cpp.Llama(model, n_ctx=max(n_prompt, n_gen) + 16, n_batch=max(n_prompt, 1),
-                                   n_ubatch=max(n_prompt, 1), n_threads=threads,
-                                   n_threads_batch=threads, logits_all=False, verbose=False)
+        n_batch = max(n_prompt, 1)
+        self.llm = llama_cpp.Llama(model, n_ctx=depth + max(n_prompt, n_gen) + 16, n_batch=n_batch,
+                                   n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
+                                   logits_all=False, verbose=False)
         self.rng = random.Random(1234)
-        self.n_prompt, self.n_gen = n_prompt, n_gen
+        self.n_prompt, self.n_gen, self.depth = n_prompt, n_gen, depth
+        self.pp_name, self.tg_name = test_names(n_prompt, n_gen, depth)
+        # The depth context, evaluated once; each run cuts the cache back to it (eval removes
+        # cached positions from n_tokens on).
+        self.llm.reset()
+        if depth > 0:
+            self.llm.eval(self.random_tokens(depth))
+
+    def random_tokens(self, n):
+        return [self.rng.randrange(self.llm.n_vocab()) for _ in range(n)]
 
     def pp(self):
-        tokens = [self.rng.randrange(self.llm.n_vocab()) for _ in range(self.n_prompt)]
-        self.llm.reset()
+        tokens = self.random_tokens(self.n_prompt)
+        self.llm.n_tokens = self.depth
         t0 = time.perf_counter()
         self.llm.eval(tokens)
         return self.n_prompt / (time.perf_counter() - t0)
 
     def tg(self):
-        tokens = [self.rng.randrange(self.llm.n_vocab()) for _ in range(self.n_gen)]
-        self.llm.reset()
+        tokens = self.random_tokens(self.n_gen)
+        self.llm.n_tokens = self.depth
         t0 = time.perf_counter()
         for t in tokens:
             self.llm.eval([t])
@@ -61,52 +86,103 @@ class LlamaCppBench:
     def run(self, warm_up=False):
         """One repetition of each test (a warm-up first, as llama-bench does)."""
         out = {}
-        if self.n_prompt > 0:
+        if self.pp_name:
             if warm_up:
                 self.pp()
-            out[f"pp{self.n_prompt}"] = self.pp()
-        if self.n_gen > 0:
+            out[self.pp_name] = self.pp()
+        if self.tg_name:
             if warm_up:
                 self.tg()
-            out[f"tg{self.n_gen}"] = self.tg()
+            out[self.tg_name] = self.tg()
         return out
+
+
+def mib(n):
+    return n / 1048576
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("model")
-    ap.add_argument("-t", "--threads", type=int, default=os.cpu_count())
+    ap.add_argument("-t", "--threads", default=str(os.cpu_count()),
+                    help="thread counts, comma separated (e.g. 1,2)")
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
+    ap.add_argument("-d", "--n-depth", type=int, default=0,
+                    help="tokens already in the cache (random, untimed) before each pp and tg run")
     ap.add_argument("-r", "--repetitions", type=int, default=3)
     ap.add_argument("--sputnik", default=os.path.join(REPO, os.environ.get("BUILD_DIR", "build"), "sputnik"))
     args = ap.parse_args()
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"-t: expected comma-separated thread counts, got {args.threads!r}")
+    if any(t < 1 for t in thread_counts) or min(args.n_prompt, args.n_gen, args.n_depth) < 0 \
+            or args.repetitions < 1:
+        ap.error("thread counts and repetitions must be positive; -p, -n, -d non-negative")
+    if not os.path.isfile(args.model):
+        ap.error(f"no such model file: {args.model}")
 
-    # Repetitions alternate between the engines, so a change in machine load hits both alike.
-    llama = LlamaCppBench(args.model, args.threads, args.n_prompt, args.n_gen)
-    version = llama.version
-    ours, theirs = {}, {}
-    for rep in range(args.repetitions):
-        rates, machine = sputnik_bench(args.sputnik, args.model, args.threads, args.n_prompt,
-                                       args.n_gen)
-        for test, rate in rates.items():
-            ours.setdefault(test, []).append(rate)
-        for test, rate in llama.run(warm_up=rep == 0).items():
-            theirs.setdefault(test, []).append(rate)
+    ours, theirs, machine_by_threads = {}, {}, {}  # (threads, test) -> [tok/s]; threads -> JSON
+    sputnik_memory = None
+    version = None
+    for threads in thread_counts:
+        # Repetitions alternate between the engines, so a change in machine load hits both alike.
+        llama = LlamaCppBench(args.model, threads, args.n_prompt, args.n_gen, args.n_depth)
+        version = llama.version
+        for rep in range(args.repetitions):
+            rates, data = sputnik_bench(args.sputnik, args.model, threads, args.n_prompt,
+                                        args.n_gen, args.n_depth)
+            best = machine_by_threads.get(threads)  # the best bandwidth probe of the repetitions
+            if best is None or data["machine"]["read_bandwidth_gbs"] > best["read_bandwidth_gbs"]:
+                machine_by_threads[threads] = data["machine"]
+            sputnik_memory = data["memory"]
+            for test, rate in rates.items():
+                ours.setdefault((threads, test), []).append(rate)
+            for test, rate in llama.run(warm_up=rep == 0).items():
+                theirs.setdefault((threads, test), []).append(rate)
+        del llama
+    llama_peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    print(f"model: {os.path.basename(args.model)} | threads: {args.threads} | repetitions: "
-          f"{args.repetitions} (medians) | sputnik {commit} (kernels {machine['kernel_isa']}) | "
-          f"llama-cpp-python {version} | {platform.processor() or platform.machine()}")
-    print(f"read bandwidth {machine['read_bandwidth_gbs']:.1f} GB/s, decode roofline "
-          f"{machine['roofline_tg_tokens_per_second']:.1f} tok/s")
+    any_machine = next(iter(machine_by_threads.values()))
+    print(f"model: {os.path.basename(args.model)} | threads: {args.threads} | depth: {args.n_depth} | "
+          f"repetitions: {args.repetitions} (medians) | sputnik {commit} (kernels "
+          f"{any_machine['kernel_isa']}) | llama-cpp-python {version} | "
+          f"{platform.processor() or platform.machine()}")
+    bytes_per_token = any_machine["tg_bytes_per_token"]
+    bandwidth = {t: m["read_bandwidth_gbs"] * 1e9 for t, m in machine_by_threads.items()}
+    print("read bandwidth " + ", ".join(f"{bandwidth[t] / 1e9:.1f} GB/s ({t} thr)" for t in thread_counts)
+          + f"; a generated token reads {mib(bytes_per_token):.1f} MiB (active weights + K/V), so "
+          "the decode roofline is " + ", ".join(f"{bandwidth[t] / bytes_per_token:.1f} tok/s ({t} thr)"
+                                                 for t in thread_counts))
     print()
-    print(f"| {'test':>6} | {'sputnik tok/s':>13} | {'llama.cpp tok/s':>15} | {'sputnik / llama.cpp':>19} |")
-    print(f"|{'-' * 7}:|{'-' * 14}:|{'-' * 16}:|{'-' * 20}:|")
-    for test in theirs:
-        a = statistics.median(ours[test])
-        b = statistics.median(theirs[test])
-        print(f"| {test:>6} | {a:>13.1f} | {b:>15.1f} | {a / b:>19.2f} |")
+    print("| model | threads | test | sputnik t/s | llama.cpp t/s | sputnik / llama.cpp "
+          "| sputnik % roofline | llama.cpp % roofline |")
+    print("|---|--:|---|--:|--:|--:|--:|--:|")
+    model_name = os.path.basename(args.model)
+    medians_ours, medians_theirs = {}, {}
+    for (threads, test) in theirs:
+        a = medians_ours[(threads, test)] = statistics.median(ours[(threads, test)])
+        b = medians_theirs[(threads, test)] = statistics.median(theirs[(threads, test)])
+        roofline = bandwidth[threads] / bytes_per_token
+        ours_share, theirs_share = ("", "") if test.startswith("pp") else \
+            (f"{100 * a / roofline:.0f}%", f"{100 * b / roofline:.0f}%")
+        print(f"| {model_name} | {threads} | {test} | {a:.1f} | {b:.1f} | {a / b:.2f} | "
+              f"{ours_share} | {theirs_share} |")
+    print()
+    _, tg_name = test_names(args.n_prompt, args.n_gen, args.n_depth)
+    if tg_name and 1 in thread_counts and 2 in thread_counts:
+        print(f"{tg_name} speed-up, 2 threads / 1 thread: sputnik "
+              f"{medians_ours[(2, tg_name)] / medians_ours[(1, tg_name)]:.2f}x, llama.cpp "
+              f"{medians_theirs[(2, tg_name)] / medians_theirs[(1, tg_name)]:.2f}x")
+    m = sputnik_memory
+    needed = m["weight_bytes"] + m["kv_cache_bytes"]
+    print(f"peak resident memory: sputnik {mib(m['peak_rss_bytes']):.0f} MiB = "
+          f"{m['peak_rss_over_needed']:.2f} x (mapped weights {mib(m['weight_bytes']):.0f} MiB + "
+          f"KV cache {mib(m['kv_cache_bytes']):.0f} MiB = {mib(needed):.0f} MiB); llama.cpp "
+          f"{mib(llama_peak_rss):.0f} MiB (whole Python process, its KV cache and compute buffers)")
 
 
 if __name__ == "__main__":

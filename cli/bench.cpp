@@ -1,13 +1,21 @@
-// sputnik bench: llama-bench-like prompt-processing (pp) and generation (tg) throughput, plus the
-// machine's measured read bandwidth and the decode roofline it implies.
+// sputnik bench: llama-bench-like prompt-processing (pp) and generation (tg) throughput, the
+// machine's measured read bandwidth and the decode roofline it implies, and peak resident memory
+// against the bytes the model needs (mapped weights + KV cache).
 #include <fmt/format.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "cli/cli.h"
 #include "core/threads.h"
@@ -21,6 +29,7 @@ struct BenchOptions {
   ModelOptions model;
   int n_prompt = 512;
   int n_gen = 128;
+  int n_depth = 0;
   std::vector<int> threads;
   int repetitions = 3;
   int n_batch = 512;
@@ -31,43 +40,91 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Read bandwidth in bytes/s: `threads` threads sum disjoint slices of a buffer much larger than
-// the caches; the best of several passes, as STREAM reports.
-double measure_read_bandwidth(int threads) {
-  const size_t n_words = (size_t{256} << 20) / sizeof(uint64_t);  // 256 MiB
-  std::vector<uint64_t> buffer(n_words);
-  for (size_t i = 0; i < n_words; ++i) buffer[i] = i;
-  ThreadPool pool(threads);
-  std::vector<uint64_t> sums(threads * 8);
-  double best = 0;
-  for (int pass = 0; pass < 5; ++pass) {
-    const double t0 = now_seconds();
-    pool.parallel_for(threads, [&](int64_t task, int) {
-      const size_t begin = n_words * task / threads, end = n_words * (task + 1) / threads;
-      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      size_t i = begin;
-      for (; i + 4 <= end; i += 4) {
-        s0 += buffer[i];
-        s1 += buffer[i + 1];
-        s2 += buffer[i + 2];
-        s3 += buffer[i + 3];
-      }
-      for (; i < end; ++i) s0 += buffer[i];
-      sums[task * 8] = s0 + s1 + s2 + s3;  // kept, so the loads are not optimised away
-    });
-    const double seconds = now_seconds() - t0;
-    best = std::max(best, n_words * sizeof(uint64_t) / seconds);
+// --- Read bandwidth ------------------------------------------------------------------------------
+
+// 64 bytes of 8 lanes; GCC lowers the arithmetic to the widest vectors the clone's target has.
+typedef uint64_t Lanes8 __attribute__((vector_size(64)));
+
+// XOR of `n_lines` 64-byte lines read as four independent streams (one per quarter of the range),
+// so the load units and the hardware prefetcher see several misses in flight, as a 4-row matvec
+// tile does. Cloned for AVX-512 (one zmm load per line), AVX2 and baseline x86-64; the loader
+// picks the clone once, by CPU. (Vectors stay inside: GCC 12 crashes on cloned vector returns.)
+__attribute__((target_clones("avx512f", "avx2", "default"))) uint64_t xor_lines(const Lanes8* lines,
+                                                                                 size_t n_lines) {
+  const size_t quarter = n_lines / 4;
+  const Lanes8 *a = lines, *b = lines + quarter, *c = lines + 2 * quarter, *d = lines + 3 * quarter;
+  Lanes8 sa{}, sb{}, sc{}, sd{};
+  for (size_t i = 0; i < quarter; ++i) {
+    sa ^= a[i];
+    sb ^= b[i];
+    sc ^= c[i];
+    sd ^= d[i];
   }
-  volatile uint64_t sink = std::accumulate(sums.begin(), sums.end(), uint64_t{0});
-  (void)sink;
+  sa ^= sb ^ sc ^ sd;
+  uint64_t x = 0;
+  for (int i = 0; i < 8; ++i) x ^= sa[i];
+  return x;
+}
+
+// Peak read bandwidth in bytes/s with `n_threads` threads: each is pinned to its own CPU (where
+// the OS allows) and reads its own slice of a 1 GiB buffer (several times any LLC we target, so
+// the bytes come from DRAM). Each trial starts when the last thread arrives at a spinning barrier
+// and lasts until the last thread ends; the best of several trials, as STREAM reports. The
+// calling thread only waits in join, so it takes no core from the readers.
+double measure_read_bandwidth(int n_threads) {
+  constexpr size_t kBufferBytes = size_t{1} << 30;
+  constexpr int kTrials = 7;
+  const size_t n_lines = kBufferBytes / sizeof(Lanes8);
+  std::unique_ptr<Lanes8[]> buffer(new Lanes8[n_lines]);
+  for (size_t i = 0; i < n_lines; ++i) buffer[i] = Lanes8{i, i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7};
+  const size_t lines_per_thread = n_lines / n_threads / 4 * 4;
+
+  std::atomic<int> arrived{0};
+  std::vector<double> starts(static_cast<size_t>(n_threads) * kTrials), ends(starts.size());
+  std::vector<uint64_t> sinks(n_threads);
+  auto reader = [&](int thread) {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(thread % std::max(1u, std::thread::hardware_concurrency()), &cpus);
+    pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);  // best effort
+    const Lanes8* slice = buffer.get() + thread * lines_per_thread;
+    for (int t = 0; t < kTrials; ++t) {
+      arrived.fetch_add(1);
+      while (arrived.load() < n_threads * (t + 1)) {
+      }
+      starts[t * n_threads + thread] = now_seconds();
+      sinks[thread] ^= xor_lines(slice, lines_per_thread);
+      ends[t * n_threads + thread] = now_seconds();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n_threads; ++i) threads.emplace_back(reader, i);
+  for (std::thread& th : threads) th.join();
+  double best = 0;
+  for (int t = 0; t < kTrials; ++t) {
+    const double start = *std::min_element(starts.begin() + t * n_threads, starts.begin() + (t + 1) * n_threads);
+    const double end = *std::max_element(ends.begin() + t * n_threads, ends.begin() + (t + 1) * n_threads);
+    best = std::max(best, n_threads * lines_per_thread * sizeof(Lanes8) / (end - start));
+  }
+  volatile uint64_t sink = 0;
+  for (uint64_t s : sinks) sink = sink + s;  // keeps the loads from being optimised away
   return best;
 }
 
+// --- Timing --------------------------------------------------------------------------------------
+
+// Peak resident set of this process so far, in bytes (Linux reports ru_maxrss in KiB).
+size_t peak_resident_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<size_t>(usage.ru_maxrss) * 1024;
+}
+
 struct Sample {
-  double mean = 0, stddev = 0;
+  double mean = 0, stddev = 0, median = 0;
 };
 
-Sample summarize(const std::vector<double>& values) {
+Sample summarize(std::vector<double> values) {
   Sample s;
   if (values.empty()) return s;
   s.mean = std::accumulate(values.begin(), values.end(), 0.0) / values.size();
@@ -76,12 +133,16 @@ Sample summarize(const std::vector<double>& values) {
     for (double v : values) sq += (v - s.mean) * (v - s.mean);
     s.stddev = std::sqrt(sq / (values.size() - 1));
   }
+  std::sort(values.begin(), values.end());
+  const size_t mid = values.size() / 2;
+  s.median = values.size() % 2 ? values[mid] : 0.5 * (values[mid - 1] + values[mid]);
   return s;
 }
 
-// Prompt processing: n tokens into an empty cache, n_batch at a time, logits for the last only.
-Result<double> time_prompt(Model& model, const std::vector<int32_t>& tokens, int n_batch) {
-  model.truncate_sequence(0, 0);
+// Feeds tokens at positions start, start+1, ... n_batch at a time (logits for the last only);
+// returns the seconds it took.
+Result<double> feed_batches(Model& model, const std::vector<int32_t>& tokens, int32_t start,
+                            int n_batch) {
   std::vector<float> logits(model.info().vocab_size);
   std::vector<BatchToken> batch;
   const double t0 = now_seconds();
@@ -89,39 +150,50 @@ Result<double> time_prompt(Model& model, const std::vector<int32_t>& tokens, int
     const size_t end = std::min(tokens.size(), begin + n_batch);
     batch.clear();
     for (size_t i = begin; i < end; ++i) {
-      batch.push_back({tokens[i], static_cast<int32_t>(i), 0, i + 1 == tokens.size()});
+      batch.push_back({tokens[i], static_cast<int32_t>(start + i), 0, i + 1 == tokens.size()});
     }
     SPUTNIK_CHECK_OK(model.forward(batch, logits.data()));
   }
   return now_seconds() - t0;
 }
 
-// Text generation: n single-token forward passes from an empty cache (as llama-bench's tg).
-Result<double> time_generation(Model& model, const std::vector<int32_t>& tokens) {
-  model.truncate_sequence(0, 0);
+// Text generation: single-token forward passes from position `start` (as llama-bench's tg).
+Result<double> time_generation(Model& model, const std::vector<int32_t>& tokens, int32_t start) {
   std::vector<float> logits(model.info().vocab_size);
   const double t0 = now_seconds();
   for (size_t i = 0; i < tokens.size(); ++i) {
-    const BatchToken step{tokens[i], static_cast<int32_t>(i), 0, true};
+    const BatchToken step{tokens[i], static_cast<int32_t>(start + i), 0, true};
     SPUTNIK_CHECK_OK(model.forward(std::span(&step, 1), logits.data()));
   }
   return now_seconds() - t0;
 }
 
+struct Test {
+  std::string name;  // pp512, tg128, or with a depth pp512@d4096 (llama-bench: "pp512 @ d4096")
+  int n;
+  bool prompt;
+};
+
 int run_bench(BenchOptions o) {
   if (o.threads.empty()) o.threads = {hardware_threads()};
   std::string model_name;
-  size_t weight_bytes = 0, active_bytes = 0;
-  nlohmann::json rows = nlohmann::json::array();
-  if (!o.json) {
-    fmt::print("| {:<28} | {:>10} | {:>7} | {:>6} | {:>20} |\n", "model", "size", "threads", "test",
-               "t/s");
-    fmt::print("|{:-<30}|{:->12}|{:->9}|{:->8}|{:->22}|\n", "", ":", ":", ":", ":");
-  }
+  size_t weight_bytes = 0, active_bytes = 0, kv_bytes_per_token = 0, kv_cache_bytes = 0;
+  std::vector<Test> tests;
+  const std::string at_depth = o.n_depth > 0 ? fmt::format("@d{}", o.n_depth) : "";
+  if (o.n_prompt > 0) tests.push_back({fmt::format("pp{}{}", o.n_prompt, at_depth), o.n_prompt, true});
+  if (o.n_gen > 0) tests.push_back({fmt::format("tg{}{}", o.n_gen, at_depth), o.n_gen, false});
+
+  struct Row {
+    int threads;
+    const Test* test;
+    Sample rate;
+    std::vector<double> samples;
+  };
+  std::vector<Row> rows;
   for (int threads : o.threads) {
     ModelOptions mo = o.model;
     mo.threads = threads;
-    mo.ctx = std::max<int64_t>(o.n_prompt, o.n_gen) + 1;
+    mo.ctx = o.n_depth + std::max<int64_t>(o.n_prompt, o.n_gen) + 1;
     auto loaded = load(mo);
     if (!loaded) return fail("bench", loaded.message());
     Model& model = *loaded->model;
@@ -129,6 +201,8 @@ int run_bench(BenchOptions o) {
     model_name = info.name.empty() ? info.architecture : info.name;
     weight_bytes = info.weight_bytes;
     active_bytes = info.active_weight_bytes_per_token;
+    kv_bytes_per_token = info.kv_cache_bytes_per_token;
+    kv_cache_bytes = kv_bytes_per_token * static_cast<size_t>(mo.ctx);
     // Random tokens, as llama-bench uses, from a fixed seed.
     std::mt19937_64 rng(1234);
     std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(info.vocab_size - 1));
@@ -137,56 +211,111 @@ int run_bench(BenchOptions o) {
       for (int32_t& x : t) x = pick(rng);
       return t;
     };
-    struct Test {
-      std::string name;
-      int n;
-      bool prompt;
-    };
-    std::vector<Test> tests;
-    if (o.n_prompt > 0) tests.push_back({fmt::format("pp{}", o.n_prompt), o.n_prompt, true});
-    if (o.n_gen > 0) tests.push_back({fmt::format("tg{}", o.n_gen), o.n_gen, false});
+    // The context of depth tests: filled once (untimed); each run then cuts the cache back to it.
+    model.truncate_sequence(0, 0);
+    if (o.n_depth > 0) {
+      auto filled = feed_batches(model, random_tokens(o.n_depth), 0, o.n_batch);
+      if (!filled) return fail("bench", filled.message());
+    }
     for (const Test& test : tests) {
       std::vector<double> rates;
       // One warm-up run (pages the weights in, sizes the buffers), then the timed repetitions.
       for (int r = -1; r < o.repetitions; ++r) {
+        model.truncate_sequence(0, o.n_depth);
         const std::vector<int32_t> tokens = random_tokens(test.n);
-        auto seconds = test.prompt ? time_prompt(model, tokens, o.n_batch) : time_generation(model, tokens);
+        auto seconds = test.prompt ? feed_batches(model, tokens, o.n_depth, o.n_batch)
+                                   : time_generation(model, tokens, o.n_depth);
         if (!seconds) return fail("bench", seconds.message());
         if (r >= 0) rates.push_back(test.n / *seconds);
       }
-      const Sample s = summarize(rates);
-      std::vector<double> sorted = rates;
-      std::sort(sorted.begin(), sorted.end());
-      const double median = sorted.empty() ? 0 : (sorted.size() % 2 ? sorted[sorted.size() / 2]
-          : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]));
-      if (o.json) {
-        rows.push_back({{"model", model_name}, {"threads", threads}, {"test", test.name},
-                        {"n", test.n}, {"mean", s.mean}, {"stddev", s.stddev},
-                        {"median", median}, {"samples", rates}});
-      } else {
-        fmt::print("| {:<28} | {:>6.1f} MiB | {:>7} | {:>6} | {:>11.2f} ± {:>6.2f} |\n",
-                   model_name.substr(0, 28), weight_bytes / 1048576.0, threads, test.name, s.mean,
-                   s.stddev);
+      rows.push_back({threads, &test, summarize(rates), rates});
+      if (!o.json) {
+        if (rows.size() == 1) {
+          fmt::print("| {:<28} | {:>10} | {:>7} | {:>11} | {:>20} |\n", "model", "size", "threads",
+                      "test", "t/s");
+          fmt::print("|{:-<30}|{:->12}|{:->9}|{:->13}|{:->22}|\n", "", ":", ":", ":", ":");
+        }
+        fmt::print("| {:<28} | {:>6.1f} MiB | {:>7} | {:>11} | {:>11.2f} ± {:>6.2f} |\n",
+                   model_name.substr(0, 28), weight_bytes / 1048576.0, threads, test.name,
+                   rows.back().rate.mean, rows.back().rate.stddev);
         std::fflush(stdout);
       }
     }
   }
-  const int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
-  const double bandwidth = measure_read_bandwidth(max_threads);
-  const double roofline = active_bytes > 0 ? bandwidth / active_bytes : 0;
-  if (o.json) {
-    nlohmann::json out = {{"rows", rows},
-                          {"machine", {{"kernel_isa", kernel_isa()},
-                                       {"read_bandwidth_gbs", bandwidth / 1e9},
-                                       {"bandwidth_threads", max_threads},
-                                       {"active_weight_bytes_per_token", active_bytes},
-                                       {"roofline_tg_tokens_per_second", roofline}}}};
-    fmt::print("{}\n", out.dump(1));
-  } else {
-    fmt::print("\nmachine: kernels {}, read bandwidth {:.1f} GB/s ({} threads); decode roofline "
-               "{:.1f} tok/s = bandwidth / {:.1f} MiB of weights read per token\n",
-               kernel_isa(), bandwidth / 1e9, max_threads, roofline, active_bytes / 1048576.0);
+  // Before the bandwidth probe, whose buffer would count.
+  const size_t peak_rss = peak_resident_bytes();
+  const size_t needed_bytes = weight_bytes + kv_cache_bytes;
+
+  // Decode reads the active weights plus the cached K/V of every earlier position: on average
+  // depth + n_gen / 2 of them per generated token.
+  const double tg_bytes_per_token =
+      active_bytes + kv_bytes_per_token * (o.n_depth + 0.5 * std::max(o.n_gen, 0));
+  std::vector<std::pair<int, double>> bandwidths;  // threads -> bytes/s
+  for (int threads : o.threads) {
+    if (std::none_of(bandwidths.begin(), bandwidths.end(), [&](auto& b) { return b.first == threads; }))
+      bandwidths.emplace_back(threads, measure_read_bandwidth(threads));
   }
+  auto bandwidth_at = [&](int threads) {
+    return std::find_if(bandwidths.begin(), bandwidths.end(), [&](auto& b) { return b.first == threads; })
+        ->second;
+  };
+  const int max_threads = *std::max_element(o.threads.begin(), o.threads.end());
+  const double bandwidth = bandwidth_at(max_threads);
+  const double roofline = tg_bytes_per_token > 0 ? bandwidth / tg_bytes_per_token : 0;
+
+  if (o.json) {
+    nlohmann::json json_rows = nlohmann::json::array();
+    for (const Row& r : rows) {
+      nlohmann::json row = {{"model", model_name}, {"threads", r.threads},
+                            {"test", r.test->name}, {"n", r.test->n},
+                            {"depth", o.n_depth}, {"mean", r.rate.mean},
+                            {"stddev", r.rate.stddev}, {"median", r.rate.median},
+                            {"samples", r.samples}};
+      if (!r.test->prompt && tg_bytes_per_token > 0) {
+        row["roofline_fraction"] = r.rate.median / (bandwidth_at(r.threads) / tg_bytes_per_token);
+      }
+      json_rows.push_back(row);
+    }
+    nlohmann::json by_threads = nlohmann::json::object();
+    for (auto& [threads, bytes_per_second] : bandwidths)
+      by_threads[std::to_string(threads)] = bytes_per_second / 1e9;
+    nlohmann::json out = {
+        {"rows", json_rows},
+        {"machine",
+         {{"kernel_isa", kernel_isa()},
+          {"read_bandwidth_gbs", bandwidth / 1e9},
+          {"bandwidth_threads", max_threads},
+          {"read_bandwidth_gbs_by_threads", by_threads},
+          {"active_weight_bytes_per_token", active_bytes},
+          {"tg_bytes_per_token", tg_bytes_per_token},
+          {"roofline_tg_tokens_per_second", roofline}}},
+        {"memory",
+         {{"peak_rss_bytes", peak_rss},
+          {"weight_bytes", weight_bytes},
+          {"kv_cache_bytes", kv_cache_bytes},
+          {"peak_rss_over_needed", needed_bytes ? double(peak_rss) / needed_bytes : 0.0}}}};
+    fmt::print("{}\n", out.dump(1));
+    return 0;
+  }
+  std::string per_threads;
+  for (auto& [threads, bytes_per_second] : bandwidths)
+    per_threads += fmt::format("{}{:.1f} GB/s ({} thr)", per_threads.empty() ? "" : ", ",
+                               bytes_per_second / 1e9, threads);
+  fmt::print("\nmachine: kernels {}, read bandwidth {}; decode roofline {:.1f} tok/s = {:.1f} GB/s / "
+             "{:.1f} MiB read per token ({:.1f} MiB active weights + K/V at depth {})\n",
+             kernel_isa(), per_threads, roofline, bandwidth / 1e9, tg_bytes_per_token / 1048576.0,
+             active_bytes / 1048576.0, o.n_depth);
+  for (const Row& r : rows) {
+    if (r.test->prompt || tg_bytes_per_token <= 0) continue;
+    fmt::print("  {} with {} thread(s): {:.0f}% of the roofline at that thread count's bandwidth\n",
+               r.test->name, r.threads,
+               100 * r.rate.median / (bandwidth_at(r.threads) / tg_bytes_per_token));
+  }
+  fmt::print("memory: peak resident {:.1f} MiB; mapped weights {:.1f} MiB + KV cache {:.1f} MiB "
+             "({} positions) = {:.1f} MiB; ratio {:.2f}\n",
+             peak_rss / 1048576.0, weight_bytes / 1048576.0, kv_cache_bytes / 1048576.0,
+             o.n_depth + std::max(o.n_prompt, o.n_gen) + 1, needed_bytes / 1048576.0,
+             needed_bytes ? double(peak_rss) / needed_bytes : 0.0);
   return 0;
 }
 
@@ -200,10 +329,19 @@ Command register_bench(CLI::App& app) {
   sub->add_option("--cache-type", o->model.cache_type, "K/V cache type: f16 or f32")
       ->check(CLI::IsMember({"f16", "f32"}))
       ->capture_default_str();
-  sub->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (0: skip pp)")->capture_default_str();
-  sub->add_option("-n,--n-gen", o->n_gen, "generated tokens (0: skip tg)")->capture_default_str();
+  sub->add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (0: skip pp)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("-n,--n-gen", o->n_gen, "generated tokens (0: skip tg)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("-d,--n-depth", o->n_depth,
+                  "tokens already in the cache (random, untimed) before each pp and tg run")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   sub->add_option("-t,--threads", o->threads, "thread counts, comma separated (default: all)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   sub->add_option("-r,--repetitions", o->repetitions, "timed runs per test")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

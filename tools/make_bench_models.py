@@ -7,6 +7,13 @@
     QUANT  q4_0 | q4_k | q8_0
     --layers N  keep only the first N blocks (v2-lite: block 0 dense, the rest MoE)
 
+  python3 tools/make_bench_models.py requantise SOURCE.gguf QUANT [--out FILE]
+    Real weights in another type: every quantised 2-D tensor of SOURCE dequantised (gguf-py,
+    bit-exact with ggml) and quantised to QUANT (gguf-py's quantiser, as llama-quantize's
+    reference path); F32 tensors and all metadata but general.file_type copied. The default
+    output is bench/<source name>-<QUANT>.gguf, e.g. SmolLM2-135M-Instruct.Q4_1-q8_0.gguf.
+    QUANT: q8_0 or q4_0 (gguf-py 0.19 has no K-quant quantiser).
+
 Files go to ${SPUTNIK_MODELS:-~/.cache/sputnik/models}/bench/, named e.g.
 bench-v2-lite-q4_k.gguf or bench-v2-lite-L4-q8_0.gguf; never into git. bench/models.md
 lists them with sizes.
@@ -304,7 +311,55 @@ def make(model, quant, layers=None, out=None, seed=0):
     return out
 
 
+def requantise(source, quant, out=None):
+    """Copies `source` with its quantised tensors requantised to `quant` (see the docstring)."""
+    qtype = QUANTS[quant]
+    r = gguf.GGUFReader(source)
+    arch = r.fields["general.architecture"].contents()
+    if out is None:
+        stem = os.path.splitext(os.path.basename(source))[0]
+        out = os.path.join(models_dir(), "bench", f"{stem}-{quant}.gguf")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    w = gguf.GGUFWriter(tmp, arch)
+    for key, field in r.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
+            continue
+        vtype = field.types[0]
+        sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, field.contents(), vtype, sub_type=sub_type)
+    w.add_file_type(FILE_TYPE[qtype])
+    counts = {}
+    for t in r.tensors:
+        if t.tensor_type in (Q.F32, Q.F16, Q.BF16) or len(t.shape) < 2:
+            data, raw_type = np.array(t.data), t.tensor_type
+        else:
+            values = gguf.quants.dequantize(t.data, t.tensor_type)  # [rows, cols] f32
+            raw_type = quant_type_for(int(t.shape[0]), qtype)
+            data = gguf.quants.quantize(values, raw_type)
+        w.add_tensor(t.name, data, raw_dtype=raw_type)
+        counts[raw_type.name] = counts.get(raw_type.name, 0) + 1
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(tmp, out)
+    print(f"{out}: {os.path.getsize(out) / 2**30:.2f} GiB, {len(r.tensors)} tensors {counts}")
+    return out
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "requantise":
+        ap = argparse.ArgumentParser(description="requantise a GGUF file's weights")
+        ap.add_argument("command")
+        ap.add_argument("source")
+        ap.add_argument("quant", choices=["q4_0", "q8_0"])
+        ap.add_argument("--out", default=None)
+        args = ap.parse_args()
+        if not os.path.isfile(args.source):
+            ap.error(f"no such file: {args.source}")
+        requantise(args.source, args.quant, args.out)
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model", choices=sorted(MODELS))
     ap.add_argument("quant", choices=sorted(QUANTS))
