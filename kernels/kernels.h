@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "core/tensor.h"
@@ -28,6 +29,19 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
 // True when the active matmul rounds x to 8 bits for this weight type (see matmul above); the
 // scalar set and the float types keep f32 activations.
 bool matmul_quantizes_activations(DType weight_type);
+
+// One matmul of a matmul_batch: y = w x as matmul(*w, x, n_tokens, y) would compute it.
+struct MatmulJob {
+  const TensorView* w;  // outlives the matmul_batch call
+  const float* x;       // [n_tokens, w->cols()]
+  int64_t n_tokens;
+  float* y;             // [n_tokens, w->rows()]; no two jobs' y overlap
+};
+// Runs independent matmuls in ONE parallel dispatch: every job's rows are cut into slices of
+// about equal work (weight bytes x 4-token tiles), the pool's threads take slices, and each slice
+// is a single-threaded call of the active matmul on a row slice of w. y equals the separate
+// matmul calls' bit for bit. For the many small matrices of a MoE layer (kernels/matmul_batch.cpp).
+void matmul_batch(std::span<const MatmulJob> jobs, ThreadPool& pool);
 
 // --- Element-wise and row ops (f32) ----------------------------------------------------------
 
