@@ -25,6 +25,11 @@ enum class DType : uint8_t {
   I32,
   I64,
   I8,
+  // Weights repacked at load for the AVX-512 matmul: 16 rows interleaved per block
+  // (kernels/quant_blocks.h BlockQ8_0x16 / BlockQ4_0x16 / BlockQ4_Kx16). Never in a file.
+  Q8_0x16,
+  Q4_0x16,
+  Q4_Kx16,
   Count,
 };
 
@@ -52,6 +57,11 @@ constexpr DTypeTraits dtype_traits(DType t) {
     case DType::I32: return {"I32", 1, 4};
     case DType::I64: return {"I64", 1, 8};
     case DType::I8: return {"I8", 1, 1};
+    // block_bytes is a row's share of a 16-row group (group bytes / 16), so row(r) and bytes()
+    // stay right for whole groups.
+    case DType::Q8_0x16: return {"Q8_0x16", 32, 34};
+    case DType::Q4_0x16: return {"Q4_0x16", 32, 18};
+    case DType::Q4_Kx16: return {"Q4_Kx16", 256, 148};
     case DType::Count: break;
   }
   return {"?", 1, 0};
@@ -59,6 +69,11 @@ constexpr DTypeTraits dtype_traits(DType t) {
 
 constexpr std::string_view dtype_name(DType t) { return dtype_traits(t).name; }
 constexpr bool dtype_is_quantized(DType t) { return dtype_traits(t).block_elements > 1; }
+// Rows stored together: 16 for the interleaved types, whose views may start only at a multiple
+// of 16 rows; 1 for every other type.
+constexpr int64_t dtype_row_group(DType t) {
+  return t == DType::Q8_0x16 || t == DType::Q4_0x16 || t == DType::Q4_Kx16 ? 16 : 1;
+}
 
 // Bytes taken by a row of n elements; n must be a multiple of the block size (checked at load).
 constexpr size_t dtype_row_bytes(DType t, int64_t n) {

@@ -623,6 +623,9 @@ uint32_t ggml_from_dtype(DType dtype) {
     case DType::I64: return 27;
     case DType::BF16: return 30;
     case DType::F8_E4M3:
+    case DType::Q8_0x16:  // repacked in memory only (kernels.h repack_weight)
+    case DType::Q4_0x16:
+    case DType::Q4_Kx16:
     case DType::Count: break;
   }
   return kGgmlTypeNone;

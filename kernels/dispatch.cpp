@@ -1,11 +1,15 @@
 // Picks the kernel set once, by CPU feature, and forwards the kernels.h calls through it.
 // SPUTNIK_ISA=scalar|avx2|avx512 overrides the choice (ignored, with a warning, if the CPU lacks it).
+#include <algorithm>
+#include <cassert>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
+#include "kernels/ref/repack.h"
 #include "kernels/x86/x86.h"
 
 namespace sputnik {
@@ -49,14 +53,59 @@ const KernelSet*& active() {
   return set;
 }
 
+// The interleaved layouts have an AVX-512 kernel only; elsewhere they go through ref::matmul.
+bool active_is_avx512() { return active() != &kScalarSet && cpu_has_avx512() && active() == &avx512::kernel_set(); }
+
 }  // namespace
 
 void dequantize_row(DType type, const void* src, float* dst, int64_t n) { ref::dequantize_row(type, src, dst, n); }
 void dequantize_weight_row(const TensorView& w, int64_t r, float* dst) { ref::dequantize_weight_row(w, r, dst); }
 
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  if (dtype_row_group(w.dtype) > 1) {
+    if (active_is_avx512()) return avx512::matmul_interleaved(w, x, n_tokens, y, pool);
+    return ref::matmul(w, x, n_tokens, y, pool);
+  }
   active()->matmul(w, x, n_tokens, y, pool);
 }
+
+DType preferred_weight_type(DType type) {
+  const DType interleaved = ref::interleaved_type(type);
+  return active_is_avx512() && interleaved != DType::Count ? interleaved : type;
+}
+
+TensorView repack_weight(const TensorView& w, DType to, void* dst, ThreadPool& pool) {
+  assert(ref::interleaved_type(w.dtype) == to && w.rows() % kInterleaveRows == 0);
+  const int64_t groups = w.rows() / kInterleaveRows, cols = w.cols();
+  const size_t group_in = kInterleaveRows * w.row_bytes(), group_out = kInterleaveRows * dtype_row_bytes(to, cols);
+  const int64_t per_task = std::max<int64_t>(1, groups / (4 * pool.size()));
+  pool.parallel_for((groups + per_task - 1) / per_task, [&](int64_t task, int) {
+    const int64_t g0 = task * per_task, g1 = std::min(groups, g0 + per_task);
+    ref::repack_interleaved(w.dtype, static_cast<const uint8_t*>(w.data) + g0 * group_in,
+                            (g1 - g0) * kInterleaveRows, cols, static_cast<uint8_t*>(dst) + g0 * group_out);
+  });
+  TensorView v = w;
+  v.dtype = to;
+  v.data = dst;
+  return v;
+}
+
+int64_t weight_row_granularity(const TensorView& w) {
+  if (w.dtype == DType::F8_E4M3 && w.scale != nullptr) return w.scale_block;
+  return dtype_row_group(w.dtype);
+}
+
+TensorView slice_rows(const TensorView& w, int64_t r0, int64_t r1) {
+  const int64_t g = weight_row_granularity(w), cols = w.cols();
+  assert(0 <= r0 && r0 <= r1 && r1 <= w.rows() && r0 % g == 0 && (r1 % g == 0 || r1 == w.rows()));
+  TensorView v = w;
+  v.n_dims = 2;
+  v.shape = {r1 - r0, cols, 0, 0};
+  v.data = w.row(r0);
+  if (v.scale != nullptr) v.scale = w.scale + (r0 / g) * ((cols + g - 1) / g);
+  return v;
+}
+
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
   active()->rms_norm(x, weight, eps, n, out);
 }
@@ -66,6 +115,7 @@ void axpy(float a, const float* x, int64_t n, float* y) { active()->axpy(a, x, n
 float dot_f32(const float* a, const float* b, int64_t n) { return active()->dot_f32(a, b, n); }
 
 bool matmul_quantizes_activations(DType weight_type) {
+  if (dtype_row_group(weight_type) > 1) return active_is_avx512();
   const KernelSet* s = active();
   if (s == &kScalarSet) return false;
   return x86_has_fast_matmul(weight_type) && ref::activation_block(weight_type) != 0;

@@ -30,6 +30,25 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
 // scalar set and the float types keep f32 activations.
 bool matmul_quantizes_activations(DType weight_type);
 
+// --- Weight layout: repacking at load, row slices -------------------------------------------------
+
+// The type the active matmul multiplies fastest for `type` weights once repacked (repack_weight):
+// on AVX-512, Q8_0 / Q4_0 / Q4_K -> Q8_0x16 / Q4_0x16 / Q4_Kx16 (16 rows interleaved per block,
+// kernels/quant_blocks.h); `type` itself when repacking gains nothing (other types, AVX2, scalar).
+// Every kernel set multiplies every layout; the interleaved ones are slow outside AVX-512.
+DType preferred_weight_type(DType type);
+// Writes w (a plain type with an interleaved form; w.rows() a multiple of 16) repacked as
+// `to` = preferred_weight_type(w.dtype) into dst (w.rows() * dtype_row_bytes(to, w.cols()) bytes,
+// any alignment) and returns the view of dst: same shape and name. Splits the work over the pool.
+TensorView repack_weight(const TensorView& w, DType to, void* dst, ThreadPool& pool);
+
+// A row slice of w must start at a multiple of this and end at one or at w.rows(): 16 for the
+// interleaved types, the scale block (128) for FP8 weights with block scales, 1 otherwise.
+int64_t weight_row_granularity(const TensorView& w);
+// Rows [r0, r1) of a 2-D or stacked weight (all dimensions but the last flattened into rows) as a
+// 2-D view of the same memory, for any layout; r0 and r1 as weight_row_granularity requires.
+TensorView slice_rows(const TensorView& w, int64_t r0, int64_t r1);
+
 // One matmul of a matmul_batch: y = w x as matmul(*w, x, n_tokens, y) would compute it.
 struct MatmulJob {
   const TensorView* w;  // outlives the matmul_batch call

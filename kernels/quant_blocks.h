@@ -96,6 +96,45 @@ struct BlockQ8_K {
 };
 static_assert(sizeof(BlockQ8_K) == 292);
 
+// --- Interleaved layouts (repacked at load for the AVX-512 matmul; DType::*x16) ---------------
+// One "group block" holds the same block of 16 consecutive rows. Codes are interleaved 4 bytes at a
+// time: qs[(k * 16 + r) * 4 + i] = byte 4k + i of row r's block, so one 64-byte vector holds 4
+// consecutive code bytes of each of the 16 rows, which is what vpdpbusd multiplies by 4
+// activation codes broadcast to every lane. The 16 rows' scales are contiguous: one vcvtph2ps
+// converts them all. A row's blocks are not contiguous any more; a group's are (group block b of
+// rows 16g..16g+15 sits at g * n_blocks + b), so a 16-row slice is one contiguous range.
+constexpr int kInterleaveRows = 16;
+
+// Q8_0 x 16 rows: d[r]; qs holds code + 128 (as unsigned: what vpdpbusd's u8 operand wants; the
+// kernel subtracts 128 * sum of the activation codes), interleaved as above (k < 8).
+struct BlockQ8_0x16 {
+  uint16_t d[kInterleaveRows];
+  uint8_t qs[kInterleaveRows * kQK];
+};
+static_assert(sizeof(BlockQ8_0x16) == kInterleaveRows * sizeof(BlockQ8_0));
+
+// Q4_0 x 16 rows: d[r]; qs = Q4_0's qs bytes interleaved (k < 4): vector k's low nibbles are
+// elements 4k..4k+3 of each row, its high nibbles elements 16+4k..16+4k+3.
+struct BlockQ4_0x16 {
+  uint16_t d[kInterleaveRows];
+  uint8_t qs[kInterleaveRows * kQK / 2];
+};
+static_assert(sizeof(BlockQ4_0x16) == kInterleaveRows * sizeof(BlockQ4_0));
+
+// Q4_K x 16 rows: d[r], dmin[r]; scales[j * 16 + r] = 6-bit scale of sub-block j of row r;
+// mins[p * 32 + r * 2 + h] = 6-bit min of sub-block 2p + h of row r (pairs, so a widening to
+// int16 gives vpdpwssd's operand); qs = Q4_K's qs bytes interleaved (k < 32): vector 8c + v's low
+// nibbles are elements 32(2c) + 4v..+3 (sub-block 2c), its high nibbles those of sub-block 2c + 1.
+// 148 bytes per row instead of 144: the unpacked scales and mins.
+struct BlockQ4_Kx16 {
+  uint16_t d[kInterleaveRows];
+  uint16_t dmin[kInterleaveRows];
+  uint8_t scales[8 * kInterleaveRows];
+  uint8_t mins[8 * kInterleaveRows];
+  uint8_t qs[kInterleaveRows * kQKK / 2];
+};
+static_assert(sizeof(BlockQ4_Kx16) == kInterleaveRows * 148);
+
 // Sub-block j's 6-bit scale and min of Q4_K / Q5_K (ggml's get_scale_min_k4).
 // Bytes 0-3: scales 0-3 (low 6 bits) + top 2 bits of scales 4-7; bytes 4-7: mins 0-3 likewise;
 // bytes 8-11: low 4 bits of scales 4-7 (low nibble) and mins 4-7 (high nibble).

@@ -27,6 +27,7 @@
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
+#include "kernels/ref/repack.h"
 
 namespace sputnik {
 namespace {
@@ -264,6 +265,191 @@ TEST_P(OpsVsRef, AllOps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, OpsVsRef, ::testing::Values("scalar", "avx2", "avx512"));
+
+// --- Interleaved (repacked) weights -----------------------------------------------------------------
+
+const DType kInterleavable[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K};
+
+// w repacked into the interleaved layout with the reference repacker, at a byte offset `misalign`.
+struct Repacked {
+  std::vector<uint8_t> storage;
+  TensorView view;
+};
+Repacked repack_ref(const TensorView& w, size_t misalign) {
+  Repacked p;
+  const DType to = ref::interleaved_type(w.dtype);
+  p.storage.assign(w.rows() * dtype_row_bytes(to, w.cols()) + misalign, 0);
+  ref::repack_interleaved(w.dtype, w.data, w.rows(), w.cols(), p.storage.data() + misalign);
+  p.view = w;
+  p.view.dtype = to;
+  p.view.data = p.storage.data() + misalign;
+  return p;
+}
+
+// The layout keeps every value: each repacked row dequantises bit-equal to the original row, and
+// the pool-parallel repack_weight writes the same bytes as the reference.
+TEST(Interleaved, RepackKeepsEveryRowBitExact) {
+  std::mt19937 rng(7);
+  ThreadPool pool(3);
+  for (const DType type : kInterleavable) {
+    const bool k_quant = dtype_traits(type).block_elements == kQKK;
+    for (const int64_t rows : {16, 48, 160}) {
+      const int64_t cols = k_quant ? 768 : 96;
+      RandomWeight w = make_weight(type, rows, cols, rng, 2);
+      Repacked p = repack_ref(w.view, 6);
+      ASSERT_EQ(dtype_row_group(p.view.dtype), 16);
+      std::vector<float> want(cols), got(cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        ref::dequantize_weight_row(w.view, r, want.data());
+        ref::dequantize_weight_row(p.view, r, got.data());
+        ASSERT_EQ(0, std::memcmp(want.data(), got.data(), cols * sizeof(float)))
+            << dtype_name(type) << " rows=" << rows << " r=" << r;
+      }
+      std::vector<uint8_t> parallel(p.storage.size() + 64);
+      const TensorView v = repack_weight(w.view, p.view.dtype, parallel.data() + 1, pool);
+      EXPECT_EQ(v.dtype, p.view.dtype);
+      EXPECT_EQ(0, std::memcmp(parallel.data() + 1, p.view.data, p.view.bytes())) << dtype_name(type);
+    }
+  }
+}
+
+// AVX-512 picks the interleaved types; AVX2 and scalar keep the original layout (they have no
+// kernel for it); types without an interleaved form stay as they are.
+TEST(Interleaved, PreferredTypeFollowsTheIsa) {
+  const std::string saved = kernel_isa();
+  for (const char* isa : {"scalar", "avx2", "avx512"}) {
+    if (!set_kernel_isa(isa)) continue;
+    const bool avx512 = std::string(isa) == "avx512";
+    EXPECT_EQ(preferred_weight_type(DType::Q4_0), avx512 ? DType::Q4_0x16 : DType::Q4_0) << isa;
+    EXPECT_EQ(preferred_weight_type(DType::Q8_0), avx512 ? DType::Q8_0x16 : DType::Q8_0) << isa;
+    EXPECT_EQ(preferred_weight_type(DType::Q4_K), avx512 ? DType::Q4_Kx16 : DType::Q4_K) << isa;
+    EXPECT_EQ(preferred_weight_type(DType::Q6_K), DType::Q6_K) << isa;
+    EXPECT_EQ(preferred_weight_type(DType::F16), DType::F16) << isa;
+  }
+  set_kernel_isa(saved);
+}
+
+// slice_rows of a repacked weight multiplies like the same rows of the original, and the
+// granularity it reports is what the layout needs.
+TEST(Interleaved, RowSlicesOfRepackedWeights) {
+  std::mt19937 rng(11);
+  ThreadPool pool(2);
+  RandomWeight w = make_weight(DType::Q4_0, 64, 128, rng, 0);
+  Repacked p = repack_ref(w.view, 0);
+  EXPECT_EQ(weight_row_granularity(w.view), 1);
+  EXPECT_EQ(weight_row_granularity(p.view), 16);
+  std::vector<float> x(3 * 128);
+  std::normal_distribution<float> nd;
+  for (auto& v : x) v = nd(rng);
+  std::vector<float> full(3 * 64), part(3 * 32);
+  matmul(p.view, x.data(), 3, full.data(), pool);
+  const TensorView s = slice_rows(p.view, 16, 48);
+  ASSERT_EQ(s.rows(), 32);
+  matmul(s, x.data(), 3, part.data(), pool);
+  for (int64_t t = 0; t < 3; ++t)
+    for (int64_t r = 0; r < 32; ++r) EXPECT_EQ(part[t * 32 + r], full[t * 64 + 16 + r]) << "t=" << t << " r=" << r;
+  // A stacked [experts, rows, cols] weight sliced at an expert boundary.
+  TensorView stacked = p.view;
+  stacked.n_dims = 3;
+  stacked.shape = {2, 32, 128, 0};
+  const TensorView e1 = slice_rows(stacked, 32, 64);
+  EXPECT_EQ(e1.data, s.row(16));
+  EXPECT_EQ(e1.n_dims, 2);
+  EXPECT_EQ(e1.shape[0], 32);
+}
+
+// The AVX-512 interleaved kernel against the reference (same 8-bit activations, exact weights) to
+// f32 rounding, against the f32 reference within the activation-rounding bound, and against the
+// AVX-512 kernel on the original layout; every other ISA multiplies the interleaved layout through
+// the reference. Rows: whole 16-row groups (the loader repacks only those), as whole matrices and
+// as slices that start inside the storage; misaligned weights and activations; tokens 1..17 (tiles
+// of up to 8, uneven splits).
+class InterleavedVsRef : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!isa_available(GetParam())) GTEST_SKIP() << "CPU lacks " << GetParam();
+    saved_ = kernel_isa();
+  }
+  void TearDown() override {
+    if (!saved_.empty()) set_kernel_isa(saved_);
+  }
+  std::string saved_;
+};
+
+TEST_P(InterleavedVsRef, SizesTokensSlicesMisalignment) {
+  const std::string isa = GetParam();
+  std::mt19937 rng(5);
+  ThreadPool pool1(1), pool3(3);
+  int checked = 0;
+  for (const DType type : kInterleavable) {
+    const int block = dtype_traits(type).block_elements;
+    const std::vector<int64_t> col_sizes = block == kQKK ? std::vector<int64_t>{256, 1280}
+                                                         : std::vector<int64_t>{32, 96, 1408};
+    for (const int64_t cols : col_sizes) {
+      for (const int64_t rows : {16, 48, 96}) {
+        RandomWeight w = make_weight(type, rows, cols, rng, 2 * ((rows + cols) % 5));
+        Repacked p = repack_ref(w.view, 2 * (cols % 7) + 1);
+        // The whole matrix, and rows [16, rows) as a slice.
+        for (const int64_t r0 : {int64_t{0}, int64_t{16}}) {
+          const TensorView plain = r0 == 0 ? w.view : slice_rows(w.view, r0, rows);
+          const TensorView packed = r0 == 0 ? p.view : slice_rows(p.view, r0, rows);
+          const int64_t n = rows - r0;
+          for (int64_t T = 1; T <= 17; ++T) {
+            if (rows * cols > 20000 && T != 1 && T != 4 && T != 9 && T != 17) continue;
+            std::vector<float> xbuf(T * cols + 1);
+            float* x = xbuf.data() + 1;
+            std::normal_distribution<float> nd;
+            for (int64_t i = 0; i < T * cols; ++i) x[i] = nd(rng) * (i % 97 == 0 ? 8.0f : 1.0f);
+            std::vector<float> got(T * n, NAN), unpacked(T * n, NAN), want_q(T * n), want_f(T * n);
+            ASSERT_TRUE(set_kernel_isa(isa));
+            matmul(packed, x, T, got.data(), n >= 64 ? pool3 : pool1);
+            matmul(plain, x, T, unpacked.data(), pool1);
+            // AVX-512 rounds activations to 8 bits on both layouts; elsewhere the interleaved layout
+            // goes through ref::matmul (f32 activations) while the original one may round them.
+            const bool quantized = matmul_quantizes_activations(packed.dtype);
+            EXPECT_EQ(quantized, isa == "avx512");
+            const bool same_rounding = quantized == matmul_quantizes_activations(plain.dtype);
+            ref::matmul(plain, x, T, want_f.data(), pool1);
+            if (quantized) ref::matmul_quantized_activations(plain, x, T, want_q.data());
+            else want_q = want_f;
+            std::vector<float> wrow(cols);
+            for (int64_t r = 0; r < n; ++r) {
+              ref::dequantize_weight_row(plain, r, wrow.data());
+              for (int64_t t = 0; t < T; ++t) {
+                const float* xt = x + t * cols;
+                double abs_sum = 0, act_bound = 0;
+                for (int64_t c0 = 0; c0 < cols; c0 += block) {
+                  float amax = 0;
+                  for (int64_t c = c0; c < c0 + block; ++c) amax = std::max(amax, std::fabs(xt[c]));
+                  const double half_step = (block == kQK ? 0.564 : 0.501) * amax / 127.0;
+                  for (int64_t c = c0; c < c0 + block; ++c) {
+                    abs_sum += std::fabs(wrow[c]) * (std::fabs(xt[c]) + half_step);
+                    act_bound += std::fabs(wrow[c]) * half_step;
+                  }
+                }
+                const double tight = 1e-5 * abs_sum + 1e-30;
+                const size_t i = t * n + r;
+                const auto where = [&] {
+                  return isa + " " + std::string(dtype_name(type)) + " rows=" + std::to_string(rows) +
+                         " r0=" + std::to_string(r0) + " cols=" + std::to_string(cols) + " T=" + std::to_string(T) +
+                         " r=" + std::to_string(r) + " t=" + std::to_string(t);
+                };
+                ASSERT_NEAR(got[i], want_q[i], tight) << where() << " (vs quantised-activation reference)";
+                ASSERT_NEAR(got[i], want_f[i], (quantized ? act_bound : 0.0) + tight) << where() << " (vs f32 reference)";
+                ASSERT_NEAR(got[i], unpacked[i], (same_rounding ? 0.0 : act_bound) + 2 * tight)
+                    << where() << " (vs the original layout)";
+                ++checked;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, InterleavedVsRef, ::testing::Values("scalar", "avx2", "avx512"));
 
 TEST(Dispatch, NamesAndOverride) {
   const std::string isa = kernel_isa();

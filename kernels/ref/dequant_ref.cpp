@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/quant_blocks.h"
+#include "kernels/ref/repack.h"
 #include "kernels/ref/ref.h"
 
 namespace sputnik::ref {
@@ -178,6 +179,9 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
     case DType::I8:
       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(static_cast<int8_t>(p[i]));
       return;
+    case DType::Q8_0x16:
+    case DType::Q4_0x16:
+    case DType::Q4_Kx16:  // a row of these needs its index in the group: dequantize_weight_row
     case DType::Count: break;
   }
   for (int64_t i = 0; i < n; ++i) dst[i] = 0.0f;  // unreachable for valid types
@@ -185,7 +189,8 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
 
 void dequantize_weight_row(const TensorView& w, int64_t r, float* dst) {
   const int64_t n = w.cols();
-  dequantize_row(w.dtype, w.row(r), dst, n);
+  if (dtype_row_group(w.dtype) > 1) return dequantize_interleaved_row(w.dtype, w.data, r, n, dst);
+  ref::dequantize_row(w.dtype, w.row(r), dst, n);
   if (w.dtype == DType::F8_E4M3 && w.scale != nullptr) {
     // DeepSeek-V3 weight_dequant: weight[r, c] = fp8[r, c] * scale_inv[r / 128, c / 128].
     const int64_t bs = w.scale_block;

@@ -18,7 +18,7 @@ void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, Thr
     std::vector<float> wrow(static_cast<size_t>(cols));
     const int64_t r_end = std::min(rows, (task + 1) * kRowsPerTask);
     for (int64_t r = task * kRowsPerTask; r < r_end; ++r) {
-      dequantize_weight_row(w, r, wrow.data());
+      ref::dequantize_weight_row(w, r, wrow.data());
       for (int64_t t = 0; t < n_tokens; ++t) y[t * rows + r] = dot_f32(wrow.data(), x + t * cols, cols);
     }
   });
@@ -30,7 +30,10 @@ int activation_block(DType weight_type) {
     case DType::Q4_1:
     case DType::Q5_0:
     case DType::Q5_1:
-    case DType::Q8_0: return 32;
+    case DType::Q8_0:
+    case DType::Q4_0x16:
+    case DType::Q8_0x16: return 32;
+    case DType::Q4_Kx16:
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K: return 256;
@@ -68,9 +71,9 @@ void matmul_quantized_activations(const TensorView& w, const float* x, int64_t n
         mins[b] = fp16_to_f32(m);
         std::memset(row.data() + b * block_bytes + 2, 0, 2);
       }
-      dequantize_row(w.dtype, row.data(), wrow.data(), cols);
+      ref::dequantize_row(w.dtype, row.data(), wrow.data(), cols);
     } else {
-      dequantize_weight_row(w, r, wrow.data());
+      ref::dequantize_weight_row(w, r, wrow.data());
     }
     for (int64_t t = 0; t < n_tokens; ++t) {
       double acc = 0;

@@ -26,6 +26,8 @@ const KernelSet& kernel_set();
 }  // namespace avx2
 namespace avx512 {
 const KernelSet& kernel_set();
+// matmul for the interleaved weight types (DType::*x16; kernels/x86/gemm_interleaved_avx512.cpp).
+void matmul_interleaved(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
 }  // namespace avx512
 
 // True when the x86 sets' matmul has a fast path for the type (others fall back to ref::matmul).

@@ -1,0 +1,129 @@
+#include <cstring>
+
+#include "kernels/quant_blocks.h"
+#include "kernels/ref/repack.h"
+
+namespace sputnik::ref {
+namespace {
+
+constexpr int kR = kInterleaveRows;
+
+// qs[(k * 16 + r) * 4 + i] = row r's byte 4k + i (of n_bytes), xor `flip`.
+void interleave_codes(const uint8_t* const* row_qs, int n_bytes, uint8_t flip, uint8_t* qs) {
+  for (int k = 0; k < n_bytes / 4; ++k)
+    for (int r = 0; r < kR; ++r)
+      for (int i = 0; i < 4; ++i) qs[(k * kR + r) * 4 + i] = row_qs[r][4 * k + i] ^ flip;
+}
+
+// Row r's byte j of the interleaved codes.
+uint8_t code_byte(const uint8_t* qs, int r, int j) { return qs[((j / 4) * kR + r) * 4 + j % 4]; }
+
+}  // namespace
+
+DType interleaved_type(DType plain) {
+  switch (plain) {
+    case DType::Q8_0: return DType::Q8_0x16;
+    case DType::Q4_0: return DType::Q4_0x16;
+    case DType::Q4_K: return DType::Q4_Kx16;
+    default: return DType::Count;
+  }
+}
+
+DType plain_type(DType interleaved) {
+  switch (interleaved) {
+    case DType::Q8_0x16: return DType::Q8_0;
+    case DType::Q4_0x16: return DType::Q4_0;
+    case DType::Q4_Kx16: return DType::Q4_K;
+    default: return DType::Count;
+  }
+}
+
+void repack_interleaved(DType plain, const void* src, int64_t rows, int64_t cols, void* dst) {
+  const size_t row_bytes = dtype_row_bytes(plain, cols);
+  const int64_t nb = cols / dtype_traits(plain).block_elements;
+  const auto* in = static_cast<const uint8_t*>(src);
+  for (int64_t g = 0; g < rows / kR; ++g) {
+    const uint8_t* group = in + g * kR * row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      if (plain == DType::Q8_0) {
+        auto* o = static_cast<BlockQ8_0x16*>(dst) + g * nb + b;
+        const uint8_t* qs[kR];
+        for (int r = 0; r < kR; ++r) {
+          const auto* blk = reinterpret_cast<const BlockQ8_0*>(group + r * row_bytes) + b;
+          o->d[r] = blk->d;
+          qs[r] = reinterpret_cast<const uint8_t*>(blk->qs);
+        }
+        interleave_codes(qs, kQK, 0x80, o->qs);  // signed code -> code + 128
+      } else if (plain == DType::Q4_0) {
+        auto* o = static_cast<BlockQ4_0x16*>(dst) + g * nb + b;
+        const uint8_t* qs[kR];
+        for (int r = 0; r < kR; ++r) {
+          const auto* blk = reinterpret_cast<const BlockQ4_0*>(group + r * row_bytes) + b;
+          o->d[r] = blk->d;
+          qs[r] = blk->qs;
+        }
+        interleave_codes(qs, kQK / 2, 0, o->qs);
+      } else {  // Q4_K
+        auto* o = static_cast<BlockQ4_Kx16*>(dst) + g * nb + b;
+        const uint8_t* qs[kR];
+        for (int r = 0; r < kR; ++r) {
+          const auto* blk = reinterpret_cast<const BlockQ4_K*>(group + r * row_bytes) + b;
+          o->d[r] = blk->d;
+          o->dmin[r] = blk->dmin;
+          for (int j = 0; j < 8; ++j) {
+            uint8_t sc, m;
+            unpack_scale_min_k4(j, blk->scales, &sc, &m);
+            o->scales[j * kR + r] = sc;
+            o->mins[(j / 2) * 2 * kR + r * 2 + j % 2] = m;
+          }
+          qs[r] = blk->qs;
+        }
+        interleave_codes(qs, kQKK / 2, 0, o->qs);
+      }
+    }
+  }
+}
+
+void dequantize_interleaved_row(DType type, const void* data, int64_t r, int64_t cols, float* dst) {
+  const int64_t nb = cols / dtype_traits(type).block_elements;
+  const int lane = static_cast<int>(r % kR);
+  const int64_t first = (r / kR) * nb;  // the row's group's first block
+  if (type == DType::Q8_0x16) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const BlockQ8_0x16& blk = static_cast<const BlockQ8_0x16*>(data)[first + b];
+      const float d = fp16_to_f32(blk.d[lane]);
+      for (int j = 0; j < kQK; ++j) dst[kQK * b + j] = d * static_cast<float>(code_byte(blk.qs, lane, j) - 128);
+    }
+  } else if (type == DType::Q4_0x16) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const BlockQ4_0x16& blk = static_cast<const BlockQ4_0x16*>(data)[first + b];
+      const float d = fp16_to_f32(blk.d[lane]);
+      for (int j = 0; j < kQK / 2; ++j) {
+        const uint8_t q = code_byte(blk.qs, lane, j);
+        dst[kQK * b + j] = d * static_cast<float>((q & 15) - 8);
+        dst[kQK * b + j + 16] = d * static_cast<float>((q >> 4) - 8);
+      }
+    }
+  } else if (type == DType::Q4_Kx16) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const BlockQ4_Kx16& blk = static_cast<const BlockQ4_Kx16*>(data)[first + b];
+      const float d = fp16_to_f32(blk.d[lane]), dmin = fp16_to_f32(blk.dmin[lane]);
+      float* y = dst + kQKK * b;
+      for (int c = 0; c < 4; ++c) {
+        // Same arithmetic as dequant_q4_K (d * sc, dmin * m, then one multiply-subtract).
+        const int j0 = 2 * c, j1 = 2 * c + 1;
+        const float d0 = d * blk.scales[j0 * kR + lane], m0 = dmin * blk.mins[(j0 / 2) * 2 * kR + lane * 2];
+        const float d1 = d * blk.scales[j1 * kR + lane], m1 = dmin * blk.mins[(j1 / 2) * 2 * kR + lane * 2 + 1];
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t q = code_byte(blk.qs, lane, 32 * c + l);
+          y[64 * c + l] = d0 * static_cast<float>(q & 15) - m0;
+          y[64 * c + 32 + l] = d1 * static_cast<float>(q >> 4) - m1;
+        }
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < cols; ++c) dst[c] = 0.0f;  // unreachable: callers check the type
+  }
+}
+
+}  // namespace sputnik::ref

@@ -1,0 +1,280 @@
+// AVX-512 VNNI matmul over the interleaved weight layouts (DType::Q8_0x16 / Q4_0x16 / Q4_Kx16,
+// kernels/quant_blocks.h): y[t, r] = sum_c w[r, c] * x[t, c].
+//
+// Why a second layout: over ggml's row-major blocks (matmul_avx512.cpp) each vpdpbusd covers one
+// row, so every 32-block costs per row and token a convert, a multiply and a horizontal layout of
+// scales. Here one 64-byte vector holds 4 consecutive codes of 16 rows, the activation's 4 codes
+// are broadcast to every lane (vpdpbusd's {1to16} memory operand), and the 16 rows' block scales
+// are one vector: per block and token, 8 vpdpbusd then one convert, one multiply and one FMA
+// cover 16 rows x 32 columns, and the int32 lanes are already the 16 outputs (no reductions).
+// A tile is 16 rows x up to 8 tokens; each weight block is unpacked once per tile.
+//
+// Exactness: activations are rounded to 8 bits per block exactly as ggml's quantize_row_q8_0
+// (blocks of 32) / q8_K (blocks of 256) do (ref::quantize_activation); the integer sums are exact:
+// codes stored with an offset (Q4_0's q - 8, Q8_0's q + 128) are corrected with the activation
+// block sums, Q4_K's mins with the activation's 32-element sums.
+#include <immintrin.h>
+
+// GCC 12 flags the deliberately undefined upper lanes inside its own cast/reduce intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/quant_blocks.h"
+#include "kernels/x86/scratch.h"
+#include "kernels/x86/x86.h"
+
+namespace sputnik::avx512 {
+namespace {
+
+constexpr int kR = kInterleaveRows;
+constexpr int kMaxTokens = 8;  // tile width: 8 float accumulators + 8 code vectors + temporaries
+
+// Bytes ahead of the block being read that are prefetched: a 16-row group is one contiguous stream,
+// which the hardware prefetcher alone keeps too shallow for decode (as for short rows in
+// matmul_avx512.cpp).
+constexpr int64_t kPrefetchBytes = 4096;
+
+inline void prefetch_block(const void* block, size_t bytes) {
+  const char* p = static_cast<const char*>(block) + kPrefetchBytes;
+  for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
+inline __m512i broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// f32 -> fp16 -> f32 (round to nearest even), as ggml stores block_q8_0's d.
+inline float round_fp16(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)); }
+
+// --- Activation quantisation (bit-identical to ref::quantize_activation) ------------------------
+
+// Blocks of 32: codes, d (fp16-rounded), bias = -offset * (sum of the block's codes): the exact
+// correction for weights stored as q + offset.
+void quantize_act32(const float* x, int64_t cols, int offset, int8_t* qs, float* d, int32_t* bias) {
+  for (int64_t b = 0; b < cols / kQK; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const __m512 id = _mm512_set1_ps(amax != 0 ? 127.f / amax : 0.0f);
+    const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+    const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b), _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b + 16), _mm512_cvtsepi32_epi8(q1));
+    d[b] = round_fp16(amax / 127.f);
+    bias[b] = -offset * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  }
+}
+
+// Blocks of 256 (Q8_K): codes, d = 1 / id, and per pair p of 32-element sub-blocks the two sums
+// (int16, |sum| <= 32 * 127) packed into one int32: sub-block 2p low, 2p + 1 high.
+void quantize_act256(const float* x, int64_t cols, int8_t* qs, float* d, int32_t* pairs) {
+  for (int64_t b = 0; b < cols / kQKK; ++b, x += kQKK, qs += kQKK) {
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < kQKK; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    const float amax = _mm512_reduce_max_ps(m);
+    const float idb = amax != 0 ? 127.f / amax : 0.0f;
+    d[b] = amax != 0 ? 1.0f / idb : 0.0f;
+    const __m512 id = _mm512_set1_ps(idb);
+    int32_t sums[8];
+    for (int s = 0; s < 8; ++s) {
+      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * s), id));
+      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * s + 16), id));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * s), _mm512_cvtsepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * s + 16), _mm512_cvtsepi32_epi8(q1));
+      sums[s] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+    for (int p = 0; p < 4; ++p)
+      pairs[4 * b + p] = static_cast<int32_t>((static_cast<uint32_t>(sums[2 * p]) & 0xFFFF) |
+                                              (static_cast<uint32_t>(sums[2 * p + 1]) << 16));
+  }
+}
+
+// --- 32-element blocks ---------------------------------------------------------------------------
+// codes(block, q): q[k] = the 16 rows' codes k*4 .. k*4 + 3 of the block, unsigned (= q + kOffset).
+
+struct IQ8_0 {
+  using Block = BlockQ8_0x16;
+  static constexpr int kOffset = 128;
+  static void codes(const Block& b, __m512i q[8]) {
+    for (int k = 0; k < 8; ++k) q[k] = _mm512_loadu_si512(b.qs + 64 * k);
+  }
+};
+
+struct IQ4_0 {
+  using Block = BlockQ4_0x16;
+  static constexpr int kOffset = 8;
+  static void codes(const Block& b, __m512i q[8]) {
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i raw = _mm512_loadu_si512(b.qs + 64 * k);
+      q[k] = _mm512_and_si512(raw, nibble);                             // elements 4k .. 4k+3
+      q[k + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);  // elements 16+4k ..
+    }
+  }
+};
+
+// 16 rows x T tokens over nb blocks. xq: token t's codes at xq + t * cols; xd / xbias at + t * nb.
+// y: token t's 16 outputs at y + t * y_stride.
+template <class F, int T>
+void tile32(const typename F::Block* w, int64_t nb, const int8_t* xq, int64_t cols, const float* xd,
+            const int32_t* xbias, float* y, int64_t y_stride) {
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch_block(w + b, sizeof(typename F::Block));
+    __m512i q[8];
+    F::codes(w[b], q);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].d)));
+    for (int t = 0; t < T; ++t) {
+      const int8_t* xb = xq + t * cols + kQK * b;
+      __m512i s = _mm512_set1_epi32(xbias[t * nb + b]);
+      for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, q[k], broadcast4(xb + 4 * k));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(xd[t * nb + b])), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
+}
+
+// --- Q4_K (super-blocks of 256, activations Q8_K) -------------------------------------------------
+
+// Sub-block j (elements 32j .. 32j+31) of the 16 rows: codes from vectors 8(j/2) + v, low nibbles
+// for even j, high for odd.
+template <int T, int kHigh>
+inline void subblock_k4(const BlockQ4_Kx16& w, int j, const int8_t* xq, int64_t cols, const __m512 dsc,
+                        const float* dx, int64_t dx_stride, __m512* acc) {
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  __m512i q[8];
+  for (int v = 0; v < 8; ++v) {
+    const __m512i raw = _mm512_loadu_si512(w.qs + 64 * (8 * (j / 2) + v));
+    q[v] = _mm512_and_si512(kHigh ? _mm512_srli_epi16(raw, 4) : raw, nibble);
+  }
+  for (int t = 0; t < T; ++t) {
+    const int8_t* xb = xq + t * cols + 32 * j;
+    __m512i s = _mm512_setzero_si512();
+    for (int v = 0; v < 8; ++v) s = _mm512_dpbusd_epi32(s, q[v], broadcast4(xb + 4 * v));
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dsc, _mm512_set1_ps(dx[t * dx_stride])), acc[t]);
+  }
+}
+
+// 16 rows x T tokens over nsb super-blocks: y = sum_j d * sc_j * dx * (q . xq)_j
+//                                              - dmin * dx * sum_j m_j * (sum of xq over j).
+template <int T>
+void tile_k4(const BlockQ4_Kx16* w, int64_t nsb, const int8_t* xq, int64_t cols, const float* xd,
+             const int32_t* xpairs, float* y, int64_t y_stride) {
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const BlockQ4_Kx16& b = w[sb];
+    prefetch_block(&b, sizeof(BlockQ4_Kx16));
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.d)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.dmin)));
+    __m512i mins[4];  // int16 pairs (m_2p, m_2p+1) per row
+    for (int p = 0; p < 4; ++p)
+      mins[p] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.mins + 32 * p)));
+    for (int t = 0; t < T; ++t) {
+      __m512i m = _mm512_setzero_si512();
+      for (int p = 0; p < 4; ++p) m = _mm512_dpwssd_epi32(m, mins[p], _mm512_set1_epi32(xpairs[(t * nsb + sb) * 4 + p]));
+      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, _mm512_set1_ps(xd[t * nsb + sb])), acc[t]);
+    }
+    const int8_t* xsb = xq + kQKK * sb;
+    for (int c = 0; c < 4; ++c) {
+      const __m512 sc_lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales + kR * 2 * c))));
+      subblock_k4<T, 0>(b, 2 * c, xsb, cols, _mm512_mul_ps(sc_lo, d), xd + sb, nsb, acc);
+      const __m512 sc_hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales + kR * (2 * c + 1)))));
+      subblock_k4<T, 1>(b, 2 * c + 1, xsb, cols, _mm512_mul_ps(sc_hi, d), xd + sb, nsb, acc);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
+}
+
+// --- Driver ----------------------------------------------------------------------------------------
+
+// Calls fn.template operator()<T>() for T in 1..kMaxTokens.
+template <class Fn>
+void with_tokens(int T, Fn&& fn) {
+  switch (T) {
+    case 1: fn.template operator()<1>(); break;
+    case 2: fn.template operator()<2>(); break;
+    case 3: fn.template operator()<3>(); break;
+    case 4: fn.template operator()<4>(); break;
+    case 5: fn.template operator()<5>(); break;
+    case 6: fn.template operator()<6>(); break;
+    case 7: fn.template operator()<7>(); break;
+    default: fn.template operator()<8>(); break;
+  }
+}
+
+// Runs tile(group, t0, T) over all 16-row groups and token tiles: groups split into parallel slabs
+// (for prefill, a slab's weights, <= 256 KiB, stay in L2 while every token tile streams over them);
+// token tiles as even as possible (9 tokens: 5 + 4, not 8 + 1).
+template <class Tile>
+void for_group_tiles(int64_t groups, size_t group_bytes, int64_t n_tokens, ThreadPool& pool, Tile&& tile) {
+  int64_t slab = std::max<int64_t>(1, (groups + 8 * pool.size() - 1) / (8 * pool.size()));
+  if (n_tokens > kMaxTokens)
+    slab = std::clamp<int64_t>(static_cast<int64_t>((256 * 1024) / group_bytes), 1, slab);
+  const int64_t n_tiles = (n_tokens + kMaxTokens - 1) / kMaxTokens;
+  pool.parallel_for((groups + slab - 1) / slab, [&](int64_t task, int) {
+    const int64_t g_begin = task * slab, g_end = std::min(groups, g_begin + slab);
+    for (int64_t i = 0, t0 = 0; i < n_tiles; ++i) {
+      const int T = static_cast<int>((n_tokens - t0) / (n_tiles - i));
+      for (int64_t g = g_begin; g < g_end; ++g) tile(g, t0, T);
+      t0 += T;
+    }
+  });
+}
+
+template <class F>
+void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = w.rows(), cols = w.cols(), nb = cols / kQK;
+  const size_t qs_bytes = static_cast<size_t>(round_up(n_tokens * cols, 64));
+  const size_t d_bytes = static_cast<size_t>(round_up(n_tokens * nb * 4, 64));
+  uint8_t* mem = activation_scratch().get(qs_bytes + 2 * d_bytes);
+  auto* xq = reinterpret_cast<int8_t*>(mem);
+  auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
+  auto* xbias = reinterpret_cast<int32_t*>(mem + qs_bytes + d_bytes);
+  pool.parallel_for(n_tokens, [&](int64_t t, int) {
+    quantize_act32(x + t * cols, cols, F::kOffset, xq + t * cols, xd + t * nb, xbias + t * nb);
+  });
+  const auto* blocks = static_cast<const typename F::Block*>(w.data);
+  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, pool, [&](int64_t g, int64_t t0, int T) {
+    with_tokens(T, [&]<int kT>() {
+      tile32<F, kT>(blocks + g * nb, nb, xq + t0 * cols, cols, xd + t0 * nb, xbias + t0 * nb, y + t0 * rows + g * kR, rows);
+    });
+  });
+}
+
+void matmul_k4(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = w.rows(), cols = w.cols(), nsb = cols / kQKK;
+  const size_t qs_bytes = static_cast<size_t>(round_up(n_tokens * cols, 64));
+  const size_t d_bytes = static_cast<size_t>(round_up(n_tokens * nsb * 4, 64));
+  uint8_t* mem = activation_scratch().get(qs_bytes + 5 * d_bytes);
+  auto* xq = reinterpret_cast<int8_t*>(mem);
+  auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
+  auto* xpairs = reinterpret_cast<int32_t*>(mem + qs_bytes + d_bytes);
+  pool.parallel_for(n_tokens, [&](int64_t t, int) {
+    quantize_act256(x + t * cols, cols, xq + t * cols, xd + t * nsb, xpairs + t * nsb * 4);
+  });
+  const auto* blocks = static_cast<const BlockQ4_Kx16*>(w.data);
+  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, pool, [&](int64_t g, int64_t t0, int T) {
+    with_tokens(T, [&]<int kT>() {
+      tile_k4<kT>(blocks + g * nsb, nsb, xq + t0 * cols, cols, xd + t0 * nsb, xpairs + t0 * nsb * 4, y + t0 * rows + g * kR, rows);
+    });
+  });
+}
+
+}  // namespace
+
+void matmul_interleaved(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  switch (w.dtype) {
+    case DType::Q8_0x16: return matmul32<IQ8_0>(w, x, n_tokens, y, pool);
+    case DType::Q4_0x16: return matmul32<IQ4_0>(w, x, n_tokens, y, pool);
+    case DType::Q4_Kx16: return matmul_k4(w, x, n_tokens, y, pool);
+    default: return;  // dispatch only routes the interleaved types here
+  }
+}
+
+}  // namespace sputnik::avx512
