@@ -114,6 +114,18 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out) { activ
 void axpy(float a, const float* x, int64_t n, float* y) { active()->axpy(a, x, n, y); }
 float dot_f32(const float* a, const float* b, int64_t n) { return active()->dot_f32(a, b, n); }
 
+namespace {
+// The attention chunks live in their own files, outside KernelSet; each goes with its ISA's set.
+ref::AttentionChunkFn attention_chunk_of(const KernelSet* s) {
+  if (s == &kScalarSet) return ref::attention_chunk;
+  return s == &avx512::kernel_set() ? avx512::attention_chunk : avx2::attention_chunk;
+}
+}  // namespace
+
+void multi_query_attention(const MultiQueryAttention& a, int64_t n_keys, float* out, ThreadPool& pool) {
+  ref::multi_query_attention_split(attention_chunk_of(active()), a, n_keys, out, pool);
+}
+
 bool matmul_quantizes_activations(DType weight_type) {
   if (dtype_row_group(weight_type) > 1) return active_is_avx512();
   const KernelSet* s = active();

@@ -75,6 +75,34 @@ void axpy(float a, const float* x, int64_t n, float* y);
 // dot product
 float dot_f32(const float* a, const float* b, int64_t n);
 
+// --- Attention over cached rows ----------------------------------------------------------------
+
+// Cached K or V rows: row j starts at data + j * stride elements of type (F32 or F16).
+struct CacheRows {
+  const void* data = nullptr;
+  DType type = DType::F32;
+  int64_t stride = 0;  // elements
+};
+
+// One query token's attention for n_heads query heads that all read the same cached rows
+// (multi-query attention). MLA's absorbed path is one: the keys are the kv_norm(latent) | k_pe
+// rows and the values the latent part of the same rows (dk = kv_lora_rank + qk_rope_head_dim,
+// dv = kv_lora_rank); one KV group of GQA is another.
+struct MultiQueryAttention {
+  const float* q = nullptr;  // [n_heads, dk]
+  int64_t n_heads = 0;
+  int64_t dk = 0;
+  CacheRows keys;
+  int64_t dv = 0;
+  CacheRows values;
+  float scale = 1.0f;  // applied to q . k before the softmax
+};
+
+// out[h, :dv] = sum_{j < n_keys} softmax_j(scale * q[h] . k_j) v_j for every head h; n_keys >= 1.
+// Each cached row is read once for all heads; positions are split across the pool's threads and
+// the partial softmaxes merged (flash-decoding), so one token uses every thread.
+void multi_query_attention(const MultiQueryAttention& a, int64_t n_keys, float* out, ThreadPool& pool);
+
 // --- Introspection -----------------------------------------------------------------------------
 
 // Which implementation set dispatch chose, e.g. "avx512" / "avx2" / "scalar".

@@ -6,6 +6,7 @@
 
 #include "core/tensor.h"
 #include "core/threads.h"
+#include "kernels/kernels.h"
 
 namespace sputnik::ref {
 
@@ -50,5 +51,20 @@ void softmax(float* x, int64_t n);
 void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 void axpy(float a, const float* x, int64_t n, float* y);
 float dot_f32(const float* a, const float* b, int64_t n);
+
+// --- Attention (kernels.h multi_query_attention) ------------------------------------------------
+// The online-softmax state of positions [begin, end) for every head: max[h] = max_j s_hj,
+// sum[h] = sum_j exp(s_hj - max[h]), out[h, :dv] = sum_j exp(s_hj - max[h]) v_j (unnormalised),
+// with s_hj = scale * q[h] . k_j. Each ISA has one; multi_query_attention_split merges them.
+using AttentionChunkFn = void (*)(const MultiQueryAttention& a, int64_t begin, int64_t end,
+                                  float* max, float* sum, float* out);
+void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, float* max,
+                     float* sum, float* out);
+// Splits [0, n_keys) into chunks across the pool, runs `chunk` on each and merges the partial
+// (max, sum, out) triples: out = sum_c e^(max_c - M) out_c / sum_c e^(max_c - M) sum_c.
+void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttention& a,
+                                 int64_t n_keys, float* out, ThreadPool& pool);
+// The definition, two passes in double (all scores, softmax, weighted sum): what tests compare with.
+void multi_query_attention_two_pass(const MultiQueryAttention& a, int64_t n_keys, float* out);
 
 }  // namespace sputnik::ref

@@ -7,6 +7,7 @@
 
 #include "core/tensor.h"
 #include "core/threads.h"
+#include "kernels/kernels.h"
 
 namespace sputnik {
 
@@ -23,11 +24,17 @@ struct KernelSet {
 
 namespace avx2 {
 const KernelSet& kernel_set();
+// ref::attention_chunk's contract (kernels/x86/attention_avx2.cpp).
+void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, float* max,
+                     float* sum, float* out);
 }  // namespace avx2
 namespace avx512 {
 const KernelSet& kernel_set();
 // matmul for the interleaved weight types (DType::*x16; kernels/x86/gemm_interleaved_avx512.cpp).
 void matmul_interleaved(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+// ref::attention_chunk's contract (kernels/x86/attention_avx512.cpp).
+void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, float* max,
+                     float* sum, float* out);
 }  // namespace avx512
 
 // True when the x86 sets' matmul has a fast path for the type (others fall back to ref::matmul).
