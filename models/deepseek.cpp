@@ -517,19 +517,25 @@ Result<std::unique_ptr<Model>> load_deepseek(const ModelSource& source) {
   info.n_ctx_train = c.max_seq_len;
   info.n_layers = c.n_layers;
   info.hidden_size = c.dim;
+  const DType cache_type = source.options.kv_type;
+  if (cache_type != DType::F32 && cache_type != DType::F16) {
+    return make_error("{}: MLA cache type {} is not supported (F32 or F16)", c.name,
+                      dtype_name(cache_type));
+  }
+  const size_t cache_elem_bytes = cache_type == DType::F16 ? 2 : 4;
   info.kv_cache_bytes_per_token =
-      static_cast<size_t>(c.n_layers * c.kv_cache_row()) * sizeof(float);
+      static_cast<size_t>(c.n_layers * c.kv_cache_row()) * cache_elem_bytes;
   info.active_weight_bytes_per_token = active_bytes(c, w);
   // What MLA saves: a multi-head cache would hold k (qk_head_dim) and v (v_head_dim) per head.
   const size_t mha =
       static_cast<size_t>(c.n_layers * c.n_heads * (c.qk_head_dim() + c.v_head_dim)) *
-      sizeof(float);
+      cache_elem_bytes;
   std::fprintf(stderr,
-               "deepseek: MLA cache %zu bytes/token (%lld layers x (%lld latent + %lld rope) f32); "
+               "deepseek: MLA cache %zu bytes/token (%lld layers x (%lld latent + %lld rope) %s); "
                "a per-head K/V cache would take %zu (%.1fx)\n",
                info.kv_cache_bytes_per_token, static_cast<long long>(c.n_layers),
                static_cast<long long>(c.kv_lora_rank), static_cast<long long>(c.qk_rope_head_dim),
-               mha, static_cast<double>(mha) / static_cast<double>(info.kv_cache_bytes_per_token));
+               cache_type == DType::F16 ? "f16" : "f32", mha, static_cast<double>(mha) / static_cast<double>(info.kv_cache_bytes_per_token));
 
   auto model = std::make_unique<DeepSeekModel>(std::move(c), std::move(w), source.weights,
                                                source.options, info);
@@ -563,11 +569,19 @@ DeepSeekModel::DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights,
   softmax_scale_ = c.softmax_scale();
   n_ctx_ = std::max<int64_t>(options.n_ctx, 1);
   n_seq_max_ = std::max(options.n_seq_max, 1);
-  const size_t cache_floats = static_cast<size_t>(n_seq_max_ * n_ctx_ * c.kv_cache_row());
+  const size_t cache_values = static_cast<size_t>(n_seq_max_ * n_ctx_ * c.kv_cache_row());
   cache_.resize(static_cast<size_t>(c.n_layers));
-  for (DeepSeekKvCache& kv : cache_) kv.rows.assign(cache_floats, 0.0f);
   mtp_cache_.resize(weights_.mtp.size());
-  for (DeepSeekKvCache& kv : mtp_cache_) kv.rows.assign(cache_floats, 0.0f);
+  for (auto* caches : {&cache_, &mtp_cache_}) {
+    for (DeepSeekKvCache& kv : *caches) {
+      kv.type = options.kv_type;
+      if (kv.type == DType::F16) {
+        kv.rows_f16.assign(cache_values, 0);
+      } else {
+        kv.rows.assign(cache_values, 0.0f);
+      }
+    }
+  }
   seq_len_.assign(static_cast<size_t>(n_seq_max_), 0);
   mtp_seq_len_.assign(static_cast<size_t>(n_seq_max_), 0);
 
@@ -579,7 +593,10 @@ DeepSeekModel::DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights,
   s_.q.resize(T * H * c.qk_head_dim());
   s_.kv.resize(T * c.kv_cache_row());
   s_.attn.resize(T * H * c.v_head_dim);
-  s_.q_latent.resize(T * H * c.kv_lora_rank);
+  s_.q_latent.resize(T * H * c.kv_cache_row());
+  const int64_t head_width = std::max({c.kv_lora_rank, c.qk_nope_head_dim, c.v_head_dim});
+  s_.head_in.resize(T * H * head_width);
+  s_.head_out.resize(T * H * head_width);
   s_.o_latent.resize(T * H * c.kv_lora_rank);
   s_.scores.resize(n_threads * n_ctx_);
   s_.weight_rows.resize(n_threads * std::max(c.kv_lora_rank, c.qk_nope_head_dim));

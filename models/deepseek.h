@@ -15,14 +15,14 @@
 //  - The variant comes from config fields (topk_method, scoring_func, architectures), never
 //    from dim == 7168 as model.py decides whether Gate has a bias.
 // Known debts:
-//  - The MLA cache is f32 (kv_lora_rank + qk_rope_head_dim floats per token and layer); no
-//    bf16 / fp8 cache yet.
+//  - The MLA cache is f16 (LoadOptions::kv_type, as llama.cpp's default) or f32; no fp8 cache.
 //  - The naive path materialises K and V of every cached position of a sequence per layer:
 //    [end_pos, n_heads, qk_nope + v] floats (V3 at 4k context: 512 MiB). Auto picks it only
 //    when it costs fewer flops and that buffer stays under 256 MiB; blocking it over keys
 //    (online softmax) would lift the limit.
-//  - The absorbed path dequantises wkv_b row by row on each forward (as model.py calls
-//    weight_dequant on each forward) instead of a fused transposed matmul kernel.
+//  - With a fused wkv_b (HF checkpoints, older GGUFs) the absorbed path folds q_nope through
+//    its K part by dequantised rows (a transposed product); split wk_b / wv_b and the V part go
+//    through matmul per head.
 //  - GGUF files without expert_group_count (older converters) route without group limits,
 //    as llama.cpp does; HF checkpoints always carry n_group / topk_group.
 #pragma once
@@ -199,11 +199,13 @@ struct DeepSeekWeights {
 
 // --- Run state ---------------------------------------------------------------------------------
 
-// The MLA cache of one layer: per (sequence, position) a row of kv_lora_rank floats of
-// kv_norm(latent) followed by qk_rope_head_dim floats of the rotated k_pe (model.py's kv_cache and
+// The MLA cache of one layer: per (sequence, position) a row of kv_lora_rank values of
+// kv_norm(latent) followed by qk_rope_head_dim values of the rotated k_pe (model.py's kv_cache and
 // pe_cache side by side). Nothing per head is cached.
 struct DeepSeekKvCache {
-  std::vector<float> rows;  // [n_seq_max, n_ctx, kv_lora_rank + qk_rope_head_dim]
+  DType type = DType::F32;         // F32 (rows) or F16 (rows_f16), from LoadOptions::kv_type
+  std::vector<float> rows;         // [n_seq_max, n_ctx, kv_lora_rank + qk_rope_head_dim]
+  std::vector<uint16_t> rows_f16;  // the same, f16
 };
 
 // Activations of one chunk of T <= kDeepSeekMaxChunk tokens.
@@ -215,12 +217,15 @@ struct DeepSeekRunState {
   std::vector<float> q;            // [T, n_heads, qk_head_dim]  q_nope | q_pe per head
   std::vector<float> kv;           // [T, kv_lora_rank + qk_rope_head_dim]  wkv_a output
   std::vector<float> attn;         // [T, n_heads, v_head_dim]  before wo
-  std::vector<float> q_latent;     // [T, n_heads, kv_lora_rank]  absorbed q_nope
+  std::vector<float> q_latent;     // [T, n_heads, kv_lora_rank + qk_rope_head_dim]  absorbed q_nope | q_pe
   std::vector<float> o_latent;     // [T, n_heads, kv_lora_rank]  absorbed attention output
-  std::vector<float> latent;       // [end_pos, kv_lora_rank]  one sequence's cached latents (naive)
+  std::vector<float> latent;       // [end_pos, kv_lora_rank + qk_rope_head_dim]  one sequence's
+                                   // cached latents, then its k_pe rows, as f32 (naive)
   std::vector<float> kv_full;      // [end_pos, n_heads, qk_nope_head_dim + v_head_dim] naive K, V
   std::vector<float> scores;       // [n_threads, n_ctx]
   std::vector<float> weight_rows;  // [n_threads, max(kv_lora_rank, ...)] dequantised weight rows
+  std::vector<float> head_in, head_out;  // [n_heads, T, max(kv_lora_rank, qk_nope, v)] absorbed
+                                         // per-head matmul operands, head-major
   std::vector<float> rope_cos, rope_sin;  // [T, qk_rope_head_dim/2]
   // ffn
   std::vector<float> router;          // [T, n_routed_experts]

@@ -6,13 +6,17 @@
 //              attention with k = [k_nope; k_pe]. Cheap per (query, key) pair; prefill.
 //  - absorbed: fold q_nope through wkv_b's K part into the latent space (q_latent), attend over
 //              the latents themselves, and map the latent output through wkv_b's V part.
-//              Nothing per head is expanded; decode.
+//              Nothing per head is expanded; decode. The attention is kernels.h's
+//              multi_query_attention: all heads share each cached row, so it is read once per
+//              token (flash-decoding over positions, split across threads).
+// The cache holds f32 or f16 rows (LoadOptions::kv_type); both paths read the same rounded rows.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
 
 #include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
 #include "models/deepseek.h"
 
 namespace sputnik {
@@ -106,9 +110,44 @@ bool auto_picks_naive(const DeepSeekConfig& c, double T, double end_pos) {
          naive_cost(c, T, end_pos) < absorbed_cost(c, T, end_pos);
 }
 
-float* cache_row(const MlaContext& ctx, int32_t seq, int64_t pos) {
-  const int64_t row = ctx.config->kv_cache_row();
-  return ctx.cache->rows.data() + (static_cast<int64_t>(seq) * ctx.n_ctx + pos) * row;
+int64_t cache_offset(const MlaContext& ctx, int32_t seq, int64_t pos) {
+  return (static_cast<int64_t>(seq) * ctx.n_ctx + pos) * ctx.config->kv_cache_row();
+}
+// Writes one cache row (kv_cache_row f32 values) in the cache's type.
+void store_cache_row(const MlaContext& ctx, int32_t seq, int64_t pos, const float* row) {
+  const int64_t n = ctx.config->kv_cache_row(), at = cache_offset(ctx, seq, pos);
+  if (ctx.cache->type == DType::F16) {
+    for (int64_t i = 0; i < n; ++i) ctx.cache->rows_f16[at + i] = f32_to_fp16(row[i]);
+  } else {
+    std::memcpy(ctx.cache->rows.data() + at, row, sizeof(float) * n);
+  }
+}
+// Reads one cache row as f32.
+void load_cache_row(const MlaContext& ctx, int32_t seq, int64_t pos, float* row) {
+  const int64_t n = ctx.config->kv_cache_row(), at = cache_offset(ctx, seq, pos);
+  if (ctx.cache->type == DType::F16) {
+    dequantize_row(DType::F16, ctx.cache->rows_f16.data() + at, row, n);
+  } else {
+    std::memcpy(row, ctx.cache->rows.data() + at, sizeof(float) * n);
+  }
+}
+// Rows [0, n_ctx) of one sequence, for multi_query_attention.
+CacheRows sequence_rows(const MlaContext& ctx, int32_t seq) {
+  const int64_t at = cache_offset(ctx, seq, 0);
+  CacheRows rows;
+  rows.type = ctx.cache->type;
+  rows.stride = ctx.config->kv_cache_row();
+  rows.data = ctx.cache->type == DType::F16
+                  ? static_cast<const void*>(ctx.cache->rows_f16.data() + at)
+                  : static_cast<const void*>(ctx.cache->rows.data() + at);
+  return rows;
+}
+
+// Rows [r0, r0 + n) of w as a view, when its layout can be cut there (interleaved and FP8
+// block-scaled weights only at their row granularity).
+bool can_slice(const TensorView& w, int64_t r0, int64_t n) {
+  const int64_t g = weight_row_granularity(w);
+  return r0 % g == 0 && ((r0 + n) % g == 0 || r0 + n == w.rows());
 }
 
 // The rows of wkv_b's K and V parts for head h, in either layout:
@@ -172,18 +211,17 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
     const float* sin = s.rope_sin.data() + t * half;
     for (int64_t h = 0; h < H; ++h)
       deepseek_apply_rotary_emb(s.q.data() + (t * H + h) * qk + nope, cos, sin, rope);
-    // The cache row: kv_norm(kv) | k_pe (model.py's kv_cache and pe_cache).
-    float* dst = cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos);
-    rms_norm(s.kv.data() + t * row, w.kv_norm.data(), c.norm_eps, r, dst);
-    std::memcpy(dst + r, s.kv.data() + t * row + r, sizeof(float) * rope);
-    deepseek_apply_rotary_emb(dst + r, cos, sin, rope);
+    // The cache row: kv_norm(kv) | k_pe (model.py's kv_cache and pe_cache), built in place.
+    float* kv_row = s.kv.data() + t * row;
+    rms_norm(kv_row, w.kv_norm.data(), c.norm_eps, r, kv_row);
+    deepseek_apply_rotary_emb(kv_row + r, cos, sin, rope);
+    store_cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos, kv_row);
   }
   tap("q", s.q.data(), T, H * qk);
   if (ctx.tap && *ctx.tap) {  // the cache rows just written: kv_norm(latent) | k_pe
     std::vector<float> rows(static_cast<size_t>(T * row));
     for (int64_t t = 0; t < T; ++t)
-      std::memcpy(rows.data() + t * row, cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos),
-                  sizeof(float) * row);
+      load_cache_row(ctx, ctx.tokens[t].seq, ctx.tokens[t].pos, rows.data() + t * row);
     tap("kv_cache", rows.data(), T, row);
   }
 
@@ -213,11 +251,17 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
 
     // --- naive: kv = wkv_b(kv_norm(kv)) for every cached position; k_nope, v = split(kv) ---
     const int64_t kvd = nope + vd;  // per head: k_nope | v
-    if (s.latent.size() < static_cast<size_t>(end_pos * r)) s.latent.resize(end_pos * r);
+    // s.latent: the sequence's cached latents [end_pos, r], then its k_pe [end_pos, rope], in f32.
+    if (s.latent.size() < static_cast<size_t>(end_pos * row)) s.latent.resize(end_pos * row);
     if (s.kv_full.size() < static_cast<size_t>(end_pos * H * kvd))
       s.kv_full.resize(end_pos * H * kvd);
-    for (int64_t j = 0; j < end_pos; ++j)
-      std::memcpy(s.latent.data() + j * r, cache_row(ctx, seq, j), sizeof(float) * r);
+    float* k_pe_rows = s.latent.data() + end_pos * r;
+    std::vector<float> cached(static_cast<size_t>(row));
+    for (int64_t j = 0; j < end_pos; ++j) {
+      load_cache_row(ctx, seq, j, cached.data());
+      std::memcpy(s.latent.data() + j * r, cached.data(), sizeof(float) * r);
+      std::memcpy(k_pe_rows + j * rope, cached.data() + r, sizeof(float) * rope);
+    }
     if (!w.split_kv_b) {
       matmul(w.wkv_b, s.latent.data(), end_pos, s.kv_full.data(), pool);  // [end, H, nope + v]
     } else {
@@ -248,7 +292,7 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
       float* p = s.scores.data() + static_cast<int64_t>(thread) * ctx.n_ctx;
       for (int64_t j = 0; j < n_keys; ++j) {
         const float* k_nope = s.kv_full.data() + (j * H + h) * kvd;
-        const float* k_pe = cache_row(ctx, seq, j) + r;
+        const float* k_pe = k_pe_rows + j * rope;
         p[j] = (dot_f32(q, k_nope, nope) + dot_f32(q + nope, k_pe, rope)) * ctx.softmax_scale;
       }
       softmax(p, n_keys);
@@ -260,60 +304,102 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
 
   if (!absorbed.empty()) {
     const int64_t A = static_cast<int64_t>(absorbed.size());
-    // q_nope = einsum("bshd,hdc->bshc", q_nope, wkv_b[:, :nope])                [A, H, r]
-    pool.parallel_for(H, [&](int64_t h, int thread) {
-      float* wrow =
-          s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
-      if (!w.split_kv_b) {
+    // Per-head operands, head-major so that each head's tokens are the contiguous rows of one
+    // matmul: s.head_in [H, A, *], s.head_out [H, A, *].
+    auto head_rows = [&](std::vector<float>& v, int64_t h, int64_t width) {
+      return v.data() + h * A * width;
+    };
+    // q_latent = einsum("bshd,hdc->bshc", q_nope, wkv_b[:, :nope]), written next to q_pe: the
+    // query multi_query_attention takes, [A, H, r + rope] in s.q_latent.
+    if (w.split_kv_b && can_slice(w.wk_b, 0, r)) {
+      // wk_b[h] is [r, nope]: q_latent_h = wk_b[h] q_nope_h, one matmul per head.
+      std::vector<TensorView> slices(static_cast<size_t>(H));
+      std::vector<MatmulJob> jobs(static_cast<size_t>(H));
+      for (int64_t h = 0; h < H; ++h) {
         for (int64_t a = 0; a < A; ++a)
-          std::fill_n(s.q_latent.data() + (absorbed[a] * H + h) * r, r, 0.0f);
-        for (int64_t d = 0; d < nope; ++d) {
-          dequantize_weight_row(w.wkv_b, h * (nope + vd) + d, wrow);
-          for (int64_t a = 0; a < A; ++a) {
-            const int64_t t = absorbed[a];
-            axpy(s.q[(t * H + h) * qk + d], wrow, r, s.q_latent.data() + (t * H + h) * r);
-          }
-        }
-      } else {
-        for (int64_t ci = 0; ci < r; ++ci) {
-          dequantize_weight_row(w.wk_b, h * r + ci, wrow);
-          for (int64_t a = 0; a < A; ++a) {
-            const int64_t t = absorbed[a];
-            s.q_latent[(t * H + h) * r + ci] = dot_f32(wrow, s.q.data() + (t * H + h) * qk, nope);
-          }
-        }
+          std::memcpy(head_rows(s.head_in, h, nope) + a * nope,
+                      s.q.data() + (absorbed[a] * H + h) * qk, sizeof(float) * nope);
+        slices[h] = slice_rows(w.wk_b, h * r, (h + 1) * r);
+        jobs[h] = {&slices[h], head_rows(s.head_in, h, nope), A, head_rows(s.head_out, h, r)};
       }
-    });
+      matmul_batch(jobs, pool);
+      for (int64_t a = 0; a < A; ++a)
+        for (int64_t h = 0; h < H; ++h)
+          std::memcpy(s.q_latent.data() + (a * H + h) * row, head_rows(s.head_out, h, r) + a * r,
+                      sizeof(float) * r);
+    } else {
+      // The fused wkv_b holds K_h as [nope, r], so q_latent_h = K_h^T q_nope_h contracts over its
+      // rows, which matmul does not (and a split wk_b may not be sliceable): dequantised rows.
+      pool.parallel_for(H, [&](int64_t h, int thread) {
+        float* wrow =
+            s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
+        auto q_latent = [&](int64_t a) { return s.q_latent.data() + (a * H + h) * row; };
+        auto q_nope = [&](int64_t a) { return s.q.data() + (absorbed[a] * H + h) * qk; };
+        for (int64_t a = 0; a < A; ++a) std::fill_n(q_latent(a), r, 0.0f);
+        if (w.split_kv_b) {
+          for (int64_t ci = 0; ci < r; ++ci) {
+            dequantize_weight_row(w.wk_b, h * r + ci, wrow);
+            for (int64_t a = 0; a < A; ++a) q_latent(a)[ci] = dot_f32(wrow, q_nope(a), nope);
+          }
+        } else {
+          for (int64_t d = 0; d < nope; ++d) {
+            dequantize_weight_row(w.wkv_b, h * (nope + vd) + d, wrow);
+            for (int64_t a = 0; a < A; ++a) axpy(q_nope(a)[d], wrow, r, q_latent(a));
+          }
+        }
+      });
+    }
+    for (int64_t a = 0; a < A; ++a)
+      for (int64_t h = 0; h < H; ++h)
+        std::memcpy(s.q_latent.data() + (a * H + h) * row + r,
+                    s.q.data() + (absorbed[a] * H + h) * qk + nope, sizeof(float) * rope);
+
     // scores = (einsum("bshc,btc->bsht", q_nope, kv_cache) + einsum("bshr,btr->bsht", q_pe,
-    // pe_cache)) * softmax_scale; softmax; x = einsum("bsht,btc->bshc", scores, kv_cache)
-    pool.parallel_for(A * H, [&](int64_t task, int thread) {
-      const int64_t t = absorbed[task / H], h = task % H;
-      const int32_t seq = ctx.tokens[t].seq;
-      const int64_t n_keys = ctx.tokens[t].pos + 1;
-      const float* q_latent = s.q_latent.data() + (t * H + h) * r;
-      const float* q_pe = s.q.data() + (t * H + h) * qk + nope;
-      float* p = s.scores.data() + static_cast<int64_t>(thread) * ctx.n_ctx;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float* kv = cache_row(ctx, seq, j);
-        p[j] = (dot_f32(q_latent, kv, r) + dot_f32(q_pe, kv + r, rope)) * ctx.softmax_scale;
+    // pe_cache)) * softmax_scale; softmax; x = einsum("bsht,btc->bshc", scores, kv_cache):
+    // one multi-query attention per token, keys = whole cache rows, values = their latents.
+    for (int64_t a = 0; a < A; ++a) {
+      const BatchToken& b = ctx.tokens[absorbed[a]];
+      MultiQueryAttention mqa;
+      mqa.q = s.q_latent.data() + a * H * row;
+      mqa.n_heads = H;
+      mqa.dk = row;
+      mqa.keys = sequence_rows(ctx, b.seq);
+      mqa.dv = r;
+      mqa.values = mqa.keys;
+      mqa.scale = ctx.softmax_scale;
+      multi_query_attention(mqa, b.pos + 1, s.o_latent.data() + a * H * r, pool);
+    }
+
+    // x = einsum("bshc,hdc->bshd", x, wkv_b[:, -v_head_dim:]): V_h [vd, r] times each token's
+    // o_latent_h, one matmul per head.
+    if (can_slice(v_weight(w), v_row(c, w, 0, 0), vd) && can_slice(v_weight(w), v_row(c, w, 1, 0), vd)) {
+      std::vector<TensorView> slices(static_cast<size_t>(H));
+      std::vector<MatmulJob> jobs(static_cast<size_t>(H));
+      for (int64_t h = 0; h < H; ++h) {
+        for (int64_t a = 0; a < A; ++a)
+          std::memcpy(head_rows(s.head_in, h, r) + a * r, s.o_latent.data() + (a * H + h) * r,
+                      sizeof(float) * r);
+        slices[h] = slice_rows(v_weight(w), v_row(c, w, h, 0), v_row(c, w, h, 0) + vd);
+        jobs[h] = {&slices[h], head_rows(s.head_in, h, r), A, head_rows(s.head_out, h, vd)};
       }
-      softmax(p, n_keys);
-      weighted_sum(
-          p, n_keys, [&](int64_t j) { return cache_row(ctx, seq, j); }, r,
-          s.o_latent.data() + (t * H + h) * r);
-    });
-    // x = einsum("bshc,hdc->bshd", x, wkv_b[:, -v_head_dim:])                       [A, H, v]
-    pool.parallel_for(H, [&](int64_t h, int thread) {
-      float* wrow =
-          s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
-      for (int64_t d = 0; d < vd; ++d) {
-        dequantize_weight_row(v_weight(w), v_row(c, w, h, d), wrow);
-        for (int64_t a = 0; a < A; ++a) {
-          const int64_t t = absorbed[a];
-          s.attn[(t * H + h) * vd + d] = dot_f32(wrow, s.o_latent.data() + (t * H + h) * r, r);
+      matmul_batch(jobs, pool);
+      for (int64_t a = 0; a < A; ++a)
+        for (int64_t h = 0; h < H; ++h)
+          std::memcpy(s.attn.data() + (absorbed[a] * H + h) * vd,
+                      head_rows(s.head_out, h, vd) + a * vd, sizeof(float) * vd);
+    } else {
+      // FP8 block scales that do not align with a head's rows: dequantise row by row.
+      pool.parallel_for(H, [&](int64_t h, int thread) {
+        float* wrow =
+            s.weight_rows.data() + static_cast<int64_t>(thread) * s.weight_rows.size() / n_threads;
+        for (int64_t d = 0; d < vd; ++d) {
+          dequantize_weight_row(v_weight(w), v_row(c, w, h, d), wrow);
+          for (int64_t a = 0; a < A; ++a)
+            s.attn[(absorbed[a] * H + h) * vd + d] =
+                dot_f32(wrow, s.o_latent.data() + (a * H + h) * r, r);
         }
-      }
-    });
+      });
+    }
   }
   tap("attn", s.attn.data(), T, H * vd);
 

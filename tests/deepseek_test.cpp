@@ -439,8 +439,11 @@ fs::path temp_dir(const std::string& name) {
   return p;
 }
 
-LoadOptions options(int n_seq_max = 1, int64_t n_ctx = 64) {
+// An f32 MLA cache: the golden comparisons hold f32 arithmetic to 1e-4 of the logits; the f16
+// cache (LoadOptions' default) has its own tests below (F16Cache*).
+LoadOptions options(int n_seq_max = 1, int64_t n_ctx = 64, DType kv_type = DType::F32) {
   LoadOptions o;
+  o.kv_type = kv_type;
   o.n_threads = 2;
   o.n_ctx = n_ctx;
   o.n_seq_max = n_seq_max;
@@ -610,6 +613,53 @@ TEST_P(deepseek_tiny, NaiveMlaEqualsAbsorbed) {
               variant_name(GetParam()), d, d_mixed);
   EXPECT_LT(d, kTol);
   EXPECT_LT(d_mixed, kTol);
+}
+
+// Beyond 64 cached positions multi_query_attention splits the positions across threads and
+// merges the partial softmaxes; naive MLA (plain softmax over expanded heads) checks the merge.
+TEST_P(deepseek_tiny, NaiveEqualsAbsorbedOverLongContext) {
+  auto m = load(dir_.string(), options(1, 400));
+  ASSERT_TRUE(m);
+  const auto tokens = some_tokens(400, 21, m->info().vocab_size);
+  std::vector<BatchToken> prefill;
+  for (int i = 0; i < 390; ++i) prefill.push_back({tokens[i], i, 0, false});
+  std::vector<BatchToken> decode;
+  for (int i = 390; i < 400; ++i) decode.push_back({tokens[i], i, 0, true});
+  std::vector<float> naive(10 * m->info().vocab_size), absorbed(naive.size());
+  m->set_mla_path(MlaPath::Naive);
+  ASSERT_TRUE(m->forward(prefill, nullptr).ok());
+  ASSERT_TRUE(m->forward(decode, naive.data()).ok());
+  m->set_mla_path(MlaPath::Absorbed);
+  m->truncate_sequence(0, 390);
+  ASSERT_TRUE(m->forward(decode, absorbed.data()).ok());
+  const float d = rel_diff(absorbed, naive);
+  std::printf("[%s] 10 tokens after 390 cached: absorbed vs naive %.3g\n", variant_name(GetParam()),
+              d);
+  EXPECT_LT(d, kTol);
+}
+
+// The f16 cache: both paths read the same rounded rows, so they agree as closely as with f32;
+// against the f32 cache the logits move by the rounding of the latents (2^-11 relative each),
+// measured ~1e-4..1e-3 of the largest logit on these random models; 5e-3 bounds it with room
+// (a routing flip in a MoE layer would show as ~1e-2 and more).
+TEST_P(deepseek_tiny, F16CacheNaiveEqualsAbsorbedAndStaysNearF32) {
+  auto m16 = load(dir_.string(), options(1, 64, DType::F16));
+  auto m32 = load(dir_.string(), options(1, 64, DType::F32));
+  ASSERT_TRUE(m16 && m32);
+  EXPECT_EQ(m16->info().kv_cache_bytes_per_token * 2, m32->info().kv_cache_bytes_per_token);
+  const auto tokens = some_tokens(40, 13, m16->info().vocab_size);
+  m16->set_mla_path(MlaPath::Naive);
+  const auto naive16 = run_cached(*m16, tokens, 24);
+  m16->truncate_sequence(0, 0);
+  m16->set_mla_path(MlaPath::Absorbed);
+  const auto absorbed16 = run_cached(*m16, tokens, 24);
+  const auto f32 = run_cached(*m32, tokens, 24);
+  const float d_paths = rel_diff(absorbed16, naive16), d_f32 = rel_diff(absorbed16, f32);
+  std::printf("[%s] f16 cache: absorbed vs naive %.3g; vs f32 cache %.3g\n",
+              variant_name(GetParam()), d_paths, d_f32);
+  EXPECT_LT(d_paths, kTol);
+  EXPECT_LT(d_f32, 5e-3f);
+  EXPECT_GT(d_f32, 0.0f);  // the cache really is rounded
 }
 
 TEST_P(deepseek_tiny, BatchOfThreeSequencesEqualsEachAlone) {
