@@ -6,7 +6,6 @@
 // threads streaming; one dispatch over the row slices of all of them keeps every thread reading
 // weights from the first byte to the last.
 #include <algorithm>
-#include <cassert>
 #include <cstring>
 #include <vector>
 
@@ -15,30 +14,11 @@
 namespace sputnik {
 namespace {
 
-// Row slices of a weight must start at a multiple of this (and end at one or at the last row).
-// Debt: the engineer adding interleaved layouts provides weight_row_granularity / slice_rows in
-// kernels.h; this file switches to them when they land. Until then: FP8 slices follow the
-// 128 x 128 scale blocks, plain block formats can be cut at any row.
-int64_t row_granularity(const TensorView& w) {
-  return w.dtype == DType::F8_E4M3 && w.scale != nullptr ? w.scale_block : 1;
-}
-
-// Rows [r0, r1) of w as a 2-D view of the same memory.
-TensorView row_slice(const TensorView& w, int64_t r0, int64_t r1) {
-  const int64_t g = row_granularity(w), cols = w.cols();
-  assert(0 <= r0 && r0 <= r1 && r1 <= w.rows() && r0 % g == 0 && (r1 % g == 0 || r1 == w.rows()));
-  TensorView v = w;
-  v.n_dims = 2;
-  v.shape = {r1 - r0, cols, 0, 0};
-  v.data = w.row(r0);
-  if (v.scale != nullptr) v.scale = w.scale + (r0 / g) * ((cols + g - 1) / g);
-  return v;
-}
-
-// Rows of each slice are a multiple of this: the weight's granularity and the kernels' 4-row
-// register tile, so a slice is tiled exactly as the whole matrix would be (bit-identical y).
+// Rows of each slice are a multiple of this: the layout's granularity (slice_rows) and the
+// kernels' 4-row register tile, so a slice is tiled exactly as the whole matrix would be
+// (bit-identical y).
 int64_t slice_step(const TensorView& w) {
-  const int64_t g = row_granularity(w);
+  const int64_t g = weight_row_granularity(w);
   return g % 4 == 0 ? g : g * 4;
 }
 
@@ -49,7 +29,7 @@ struct Slice {
 
 // Slices handed out per thread: enough that a thread slowed by the shared machine does not hold
 // up the rest, few enough that each slice still streams a good run of weight rows.
-constexpr int64_t kSlicesPerThread = 4;
+constexpr int64_t kSlicesPerThread = 8;
 
 }  // namespace
 
@@ -85,7 +65,7 @@ void matmul_batch(std::span<const MatmulJob> jobs, ThreadPool& pool) {
     thread_local std::vector<float> slice_y;
     const Slice& s = slices[task];
     const MatmulJob& j = jobs[s.job];
-    const TensorView w = row_slice(*j.w, s.r0, s.r1);
+    const TensorView w = slice_rows(*j.w, s.r0, s.r1);
     const int64_t n = s.r1 - s.r0, rows = j.w->rows();
     if (j.n_tokens == 1) {
       matmul(w, j.x, 1, j.y + s.r0, inline_pool);

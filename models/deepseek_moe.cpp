@@ -10,11 +10,12 @@
 
 namespace sputnik {
 
-// MLP.forward / Expert.forward: w2(silu(w1(x)) * w3(x)) over T rows of xb [T, dim].
+// MLP.forward / Expert.forward: w2(silu(w1(x)) * w3(x)) over T rows of xb [T, dim]; w1 and w3
+// in one dispatch.
 void deepseek_mlp(const DeepSeekMlpWeights& w, int64_t inter_dim, const float* xb, int64_t T,
                   float* out, DeepSeekRunState& s, ThreadPool& pool) {
-  matmul(w.w1, xb, T, s.gate.data(), pool);
-  matmul(w.w3, xb, T, s.up.data(), pool);
+  const MatmulJob gate_up[] = {{&w.w1, xb, T, s.gate.data()}, {&w.w3, xb, T, s.up.data()}};
+  matmul_batch(gate_up, pool);
   silu_mul(s.gate.data(), s.up.data(), T * inter_dim, s.gate.data());
   matmul(w.w2, s.gate.data(), T, out, pool);
 }
@@ -86,46 +87,86 @@ void deepseek_gate(const DeepSeekConfig& c, const float* logits, const float* bi
   }
 }
 
+// Grows v to at least n elements (the MoE buffers depend on how tokens spread over experts, so
+// deepseek_moe sizes them on first use rather than the model at load).
+template <class T>
+T* at_least(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 // MoE.forward: y = sum over chosen experts of weight * expert(x), plus shared_experts(x).
+//
+// The T * k (token, expert) pairs are grouped by expert, so each chosen expert runs once over all
+// its tokens and experts no token chose are never touched (their weights stay on disk under
+// mmap). Two dispatches do every matmul: gate and up of all chosen experts and the shared
+// experts, then all down projections (matmul_batch), so that decode's ~14 small matrices per
+// layer stream back to back instead of waiting on a barrier each.
 void deepseek_moe(const DeepSeekConfig& c, const DeepSeekMoeWeights& w, const float* xb, int64_t T,
                   float* out, DeepSeekRunState& s, ThreadPool& pool) {
   const int64_t E = c.n_routed_experts, k = c.n_activated_experts, dim = c.dim;
+  const int64_t inter = c.moe_inter_dim, shared_inter = c.n_shared_experts * c.moe_inter_dim;
   // Router logits in f32 (model.py: linear(x, gate.weight)).
   matmul(w.gate, xb, T, s.router.data(), pool);
   for (int64_t t = 0; t < T; ++t) {
     deepseek_gate(c, s.router.data() + t * E, w.gate_bias.empty() ? nullptr : w.gate_bias.data(),
                   s.expert_ids.data() + t * k, s.expert_weights.data() + t * k);
   }
-  // Tokens grouped by expert: one batched matmul per chosen expert over its tokens; experts no
-  // token chose are never touched (their weights stay on disk under mmap).
-  std::fill_n(s.moe_y.data(), T * dim, 0.0f);
-  std::vector<int64_t> rows;
-  std::vector<float> row_weights;
-  for (int64_t e = 0; e < E; ++e) {
-    rows.clear();
-    row_weights.clear();
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t i = 0; i < k; ++i) {
-        if (s.expert_ids[t * k + i] != e) continue;
-        rows.push_back(t);
-        row_weights.push_back(s.expert_weights[t * k + i]);
-      }
+  // Pair rows, grouped by expert: expert e owns rows [first[e], first[e + 1]); row j is token
+  // row_token[j] with gate weight row_weight[j], its input x row j of expert_x.
+  const int64_t n_rows = T * k;
+  std::vector<int64_t> first(static_cast<size_t>(E + 1), 0);
+  for (int64_t j = 0; j < n_rows; ++j) ++first[s.expert_ids[j] + 1];
+  for (int64_t e = 0; e < E; ++e) first[e + 1] += first[e];
+  std::vector<int64_t> row_token(static_cast<size_t>(n_rows)), next(first.begin(), first.end() - 1);
+  std::vector<float> row_weight(static_cast<size_t>(n_rows));
+  float* expert_x = at_least(s.expert_x, static_cast<size_t>(n_rows * dim));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t j = next[s.expert_ids[t * k + i]]++;
+      row_token[j] = t;
+      row_weight[j] = s.expert_weights[t * k + i];
+      std::memcpy(expert_x + j * dim, xb + t * dim, sizeof(float) * dim);
     }
-    if (rows.empty()) continue;
-    const int64_t n = static_cast<int64_t>(rows.size());
-    for (int64_t i = 0; i < n; ++i)
-      std::memcpy(s.expert_x.data() + i * dim, xb + rows[i] * dim, sizeof(float) * dim);
-    deepseek_mlp(w.experts[e], c.moe_inter_dim, s.expert_x.data(), n, s.expert_y.data(), s, pool);
-    // y[idx] += expert(x[idx]) * weights[idx, top]
-    for (int64_t i = 0; i < n; ++i)
-      axpy(row_weights[i], s.expert_y.data() + i * dim, dim, s.moe_y.data() + rows[i] * dim);
   }
-  // z = shared_experts(x); return y + z
-  if (c.n_shared_experts == 0) {
+  // gate, up: [n_rows, inter] for the routed experts, then [T, shared_inter] for the shared ones.
+  const size_t hidden = static_cast<size_t>(n_rows * inter + T * shared_inter);
+  float* gate = at_least(s.gate, hidden);
+  float* up = at_least(s.up, hidden);
+  float* expert_y = at_least(s.expert_y, static_cast<size_t>(n_rows * dim));  // [n_rows, dim]
+  std::vector<MatmulJob> jobs;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = first[e + 1] - first[e];
+    if (n == 0) continue;
+    const int64_t j = first[e];
+    jobs.push_back({&w.experts[e].w1, expert_x + j * dim, n, gate + j * inter});
+    jobs.push_back({&w.experts[e].w3, expert_x + j * dim, n, up + j * inter});
+  }
+  if (shared_inter > 0) {
+    jobs.push_back({&w.shared_experts.w1, xb, T, gate + n_rows * inter});
+    jobs.push_back({&w.shared_experts.w3, xb, T, up + n_rows * inter});
+  }
+  matmul_batch(jobs, pool);
+  silu_mul(gate, up, static_cast<int64_t>(hidden), gate);
+  jobs.clear();
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = first[e + 1] - first[e];
+    if (n == 0) continue;
+    const int64_t j = first[e];
+    jobs.push_back({&w.experts[e].w2, gate + j * inter, n, expert_y + j * dim});
+  }
+  // z = shared_experts(x), straight into out
+  if (shared_inter > 0) jobs.push_back({&w.shared_experts.w2, gate + n_rows * inter, T, out});
+  matmul_batch(jobs, pool);
+  // y[idx] += expert(x[idx]) * weights[idx, top], per token in expert order as model.py's loop
+  std::fill_n(s.moe_y.data(), T * dim, 0.0f);
+  for (int64_t j = 0; j < n_rows; ++j)
+    axpy(row_weight[j], expert_y + j * dim, dim, s.moe_y.data() + row_token[j] * dim);
+  // return y + z
+  if (shared_inter == 0) {
     std::copy_n(s.moe_y.data(), T * dim, out);
     return;
   }
-  deepseek_mlp(w.shared_experts, c.n_shared_experts * c.moe_inter_dim, xb, T, out, s, pool);
   for (int64_t i = 0; i < T * dim; ++i) out[i] += s.moe_y[i];
 }
 

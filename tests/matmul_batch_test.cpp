@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
+#include "kernels/ref/repack.h"
 
 namespace sputnik {
 namespace {
@@ -66,23 +68,28 @@ class MatmulBatch : public ::testing::TestWithParam<BatchCase> {
   std::string saved_isa_;
 };
 
-TEST_P(MatmulBatch, EqualsSeparateMatmuls) {
-  const DType type = GetParam().type;
+struct Shape {
+  int64_t rows, col_blocks, n_tokens;
+};
+
+// Random weights of `type` (repacked into its 16-row interleaved layout when `repack`) and
+// activations for each shape; every job through matmul_batch must equal matmul on its own.
+void expect_batch_equals_separate(DType type, const std::vector<Shape>& shapes, bool repack) {
   const int64_t block = dtype_traits(type).block_elements;
   std::mt19937 rng(7);
-  // (rows, cols in blocks, tokens): a MoE-like mix of tall and tiny matrices, rows off the 4-row
-  // tile and the FP8 128-row scale block, one token (decode) and uneven token counts (prefill
-  // groups), and an expert no token chose.
-  struct Shape {
-    int64_t rows, col_blocks, n_tokens;
-  };
-  const std::vector<Shape> shapes = {{300, 8, 1}, {1, 8, 1},  {67, 3, 5}, {130, 2, 17},
-                                     {5, 1, 4},   {256, 4, 0}, {13, 8, 2}};
   std::vector<OwnedWeight> weights;
+  std::vector<std::vector<uint8_t>> repacked(shapes.size());
   std::vector<std::vector<float>> xs;
-  for (const Shape& s : shapes) {
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
     const int64_t cols = s.col_blocks * std::max<int64_t>(block, type == DType::F8_E4M3 ? 64 : 1);
     weights.push_back(random_weight(type, s.rows, cols, rng));
+    if (repack) {
+      ThreadPool pool(1);
+      const DType to = ref::interleaved_type(type);
+      repacked[i].resize(s.rows * dtype_row_bytes(to, cols));
+      weights.back().view = repack_weight(weights.back().view, to, repacked[i].data(), pool);
+    }
     std::vector<float> x(s.n_tokens * cols);
     std::normal_distribution<float> normal;
     for (float& v : x) v = normal(rng);
@@ -102,27 +109,51 @@ TEST_P(MatmulBatch, EqualsSeparateMatmuls) {
     matmul_batch(jobs, pool);
     for (size_t i = 0; i < shapes.size(); ++i) {
       ASSERT_EQ(0, std::memcmp(expected[i].data(), actual[i].data(), expected[i].size() * sizeof(float)))
-          << "job " << i << " (" << shapes[i].rows << " rows, " << shapes[i].n_tokens
-          << " tokens), " << threads << " threads";
+          << dtype_name(weights[i].view.dtype) << " job " << i << " (" << shapes[i].rows
+          << " rows, " << shapes[i].n_tokens << " tokens), " << threads << " threads";
     }
   }
 }
 
-std::vector<BatchCase> cases() {
+TEST_P(MatmulBatch, EqualsSeparateMatmuls) {
+  // A MoE-like mix of tall and tiny matrices: rows off the 4-row tile and the FP8 128-row scale
+  // block, one token (decode) and uneven token counts (prefill groups), an expert no token chose.
+  expect_batch_equals_separate(GetParam().type,
+                               {{300, 8, 1}, {1, 8, 1}, {67, 3, 5}, {130, 2, 17}, {5, 1, 4},
+                                {256, 4, 0}, {13, 8, 2}},
+                               false);
+}
+
+using MatmulBatchInterleaved = MatmulBatch;
+
+TEST_P(MatmulBatchInterleaved, EqualsSeparateMatmuls) {
+  // Interleaved layouts slice at 16-row groups: rows a multiple of 16, tokens across the tiles.
+  expect_batch_equals_separate(GetParam().type,
+                               {{320, 8, 1}, {16, 8, 1}, {48, 3, 9}, {144, 2, 17}, {32, 4, 0}},
+                               true);
+}
+
+std::vector<BatchCase> cases(std::initializer_list<DType> types) {
   std::vector<BatchCase> out;
   for (const char* isa : {"scalar", "avx2", "avx512"}) {
-    for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F16, DType::F32,
-                       DType::F8_E4M3}) {
-      out.push_back({isa, type});
-    }
+    for (DType type : types) out.push_back({isa, type});
   }
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(AllIsas, MatmulBatch, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<BatchCase>& info) {
-                           return info.param.isa + "_" + std::string(dtype_name(info.param.type));
-                         });
+std::string case_name(const ::testing::TestParamInfo<BatchCase>& info) {
+  return info.param.isa + "_" + std::string(dtype_name(info.param.type));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, MatmulBatch,
+                         ::testing::ValuesIn(cases({DType::Q4_0, DType::Q8_0, DType::Q4_K,
+                                                    DType::Q6_K, DType::F16, DType::F32,
+                                                    DType::F8_E4M3})),
+                         case_name);
+// Every kernel set multiplies the interleaved layouts (only AVX-512 picks them at load).
+INSTANTIATE_TEST_SUITE_P(AllIsas, MatmulBatchInterleaved,
+                         ::testing::ValuesIn(cases({DType::Q4_0, DType::Q8_0, DType::Q4_K})),
+                         case_name);
 
 }  // namespace
 }  // namespace sputnik
