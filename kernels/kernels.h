@@ -96,6 +96,9 @@ struct MultiQueryAttention {
   int64_t dv = 0;
   CacheRows values;
   float scale = 1.0f;  // applied to q . k before the softmax
+  // Optional [n_heads]: query row h sees only keys [0, key_limits[h]) (>= 1; causal prefill of
+  // several tokens as one group of rows). Null: every row sees all n_keys.
+  const int64_t* key_limits = nullptr;
 };
 
 // out[h, :dv] = sum_{j < n_keys} softmax_j(scale * q[h] . k_j) v_j for every head h; n_keys >= 1.

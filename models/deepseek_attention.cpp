@@ -98,6 +98,10 @@ double absorbed_cost(const DeepSeekConfig& c, double T, double end_pos) {
   return fold + T * end_pos * H * (2.0 * c.kv_lora_rank + c.qk_rope_head_dim);
 }
 
+// Query rows (tokens x heads) per multi_query_attention call in the absorbed path: more share
+// each cache block; the kernel's per-chunk partial outputs grow with them (rows x kv_lora_rank).
+constexpr int64_t kMaxGroupRows = 256;
+
 // Auto leaves the naive path when its expanded K and V would exceed this (V3: about 2k
 // positions); the absorbed path needs no per-head buffer at any length.
 constexpr double kNaiveMaxExpandedBytes = 256.0 * 1024 * 1024;
@@ -356,18 +360,32 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
 
     // scores = (einsum("bshc,btc->bsht", q_nope, kv_cache) + einsum("bshr,btr->bsht", q_pe,
     // pe_cache)) * softmax_scale; softmax; x = einsum("bsht,btc->bshc", scores, kv_cache):
-    // one multi-query attention per token, keys = whole cache rows, values = their latents.
-    for (int64_t a = 0; a < A; ++a) {
-      const BatchToken& b = ctx.tokens[absorbed[a]];
+    // multi-query attention with keys = whole cache rows, values = their latents. Consecutive
+    // tokens of one sequence go as one group of rows, each row limited to its token's causal
+    // keys, so a prefill reads each cache block once per group rather than once per token.
+    std::vector<int64_t> key_limits;
+    for (int64_t g0 = 0; g0 < A;) {
+      const int32_t seq = ctx.tokens[absorbed[g0]].seq;
+      int64_t g1 = g0 + 1;
+      while (g1 < A && g1 - g0 < kMaxGroupRows / H && ctx.tokens[absorbed[g1]].seq == seq) ++g1;
+      key_limits.clear();
+      int64_t n_keys = 0;
+      for (int64_t a = g0; a < g1; ++a) {
+        const int64_t visible = ctx.tokens[absorbed[a]].pos + 1;
+        key_limits.insert(key_limits.end(), H, visible);
+        n_keys = std::max(n_keys, visible);
+      }
       MultiQueryAttention mqa;
-      mqa.q = s.q_latent.data() + a * H * row;
-      mqa.n_heads = H;
+      mqa.q = s.q_latent.data() + g0 * H * row;
+      mqa.n_heads = (g1 - g0) * H;
       mqa.dk = row;
-      mqa.keys = sequence_rows(ctx, b.seq);
+      mqa.keys = sequence_rows(ctx, seq);
       mqa.dv = r;
       mqa.values = mqa.keys;
       mqa.scale = ctx.softmax_scale;
-      multi_query_attention(mqa, b.pos + 1, s.o_latent.data() + a * H * r, pool);
+      mqa.key_limits = key_limits.data();
+      multi_query_attention(mqa, n_keys, s.o_latent.data() + g0 * H * r, pool);
+      g0 = g1;
     }
 
     // x = einsum("bshc,hdc->bshd", x, wkv_b[:, -v_head_dim:]): V_h [vd, r] times each token's

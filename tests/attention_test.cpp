@@ -124,8 +124,10 @@ class AttentionVsRef : public ::testing::TestWithParam<std::string> {
   std::string saved_;
 };
 
-void expect_matches_definition(const Case& c, std::mt19937& rng, ThreadPool& pool) {
+void expect_matches_definition(const Case& c, std::mt19937& rng, ThreadPool& pool,
+                               const std::vector<int64_t>* key_limits = nullptr) {
   Data d = make_data(c, rng);
+  if (key_limits != nullptr) d.a.key_limits = key_limits->data();
   std::vector<float> got(c.n_heads * c.dv), want(c.n_heads * c.dv);
   multi_query_attention(d.a, c.n_keys, got.data(), pool);
   ref::multi_query_attention_two_pass(d.a, c.n_keys, want.data());
@@ -170,6 +172,22 @@ TEST_P(AttentionVsRef, SharpSoftmaxRescales) {
   for (const int64_t n_keys : {40, 300, 3000}) {
     Case c{7, 64, 64, n_keys, DType::F32, false, 20.0f};
     expect_matches_definition(c, rng, pool2);
+  }
+}
+
+// Causal prefill as one group: rows of 4 tokens x 3 heads, each token seeing keys up to its own
+// position, some rows only the first keys (whole chunks and blocks past their limit).
+TEST_P(AttentionVsRef, KeyLimitsPerRow) {
+  std::mt19937 rng(17);
+  ThreadPool pool2(2);
+  for (const int64_t n_keys : {1, 5, 70, 700}) {
+    std::vector<int64_t> limits;
+    for (const int64_t pos : {n_keys - 3, n_keys - 2, n_keys - 1, n_keys})
+      for (int h = 0; h < 3; ++h) limits.push_back(std::max<int64_t>(1, h == 2 ? 1 : pos));
+    for (const DType type : {DType::F32, DType::F16}) {
+      expect_matches_definition({12, 576, 512, n_keys, type, true}, rng, pool2, &limits);
+      expect_matches_definition({12, 21, 9, n_keys, type, false}, rng, pool2, &limits);
+    }
   }
 }
 

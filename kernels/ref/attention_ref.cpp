@@ -38,6 +38,7 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
   std::fill(out, out + a.n_heads * a.dv, 0.0f);
   for (int64_t j = begin; j < end; ++j) {
     for (int64_t h = 0; h < a.n_heads; ++h) {
+      if (a.key_limits != nullptr && j >= a.key_limits[h]) continue;
       float s = 0.0f;
       for (int64_t i = 0; i < a.dk; ++i) s += a.q[h * a.dk + i] * cached(a.keys, j, i);
       s *= a.scale;
@@ -87,6 +88,7 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
     std::fill(o, o + dv, 0.0f);
     for (int64_t c = 0; c < n_chunks; ++c) {
       const float* p = base + c * stride;
+      if (p[H + h] == 0.0f) continue;  // a chunk wholly past this row's key limit
       const float weight = std::exp(p[h] - m);
       total += weight * p[H + h];
       const float* po = p + 2 * H + h * dv;
@@ -100,8 +102,9 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
 void multi_query_attention_two_pass(const MultiQueryAttention& a, int64_t n_keys, float* out) {
   std::vector<double> p(static_cast<size_t>(n_keys));
   for (int64_t h = 0; h < a.n_heads; ++h) {
+    const int64_t n = a.key_limits != nullptr ? std::min(n_keys, a.key_limits[h]) : n_keys;
     double m = -std::numeric_limits<double>::infinity();
-    for (int64_t j = 0; j < n_keys; ++j) {
+    for (int64_t j = 0; j < n; ++j) {
       double s = 0.0;
       for (int64_t i = 0; i < a.dk; ++i)
         s += static_cast<double>(a.q[h * a.dk + i]) * cached(a.keys, j, i);
@@ -109,10 +112,10 @@ void multi_query_attention_two_pass(const MultiQueryAttention& a, int64_t n_keys
       m = std::max(m, p[j]);
     }
     double total = 0.0;
-    for (int64_t j = 0; j < n_keys; ++j) total += (p[j] = std::exp(p[j] - m));
+    for (int64_t j = 0; j < n; ++j) total += (p[j] = std::exp(p[j] - m));
     for (int64_t i = 0; i < a.dv; ++i) {
       double o = 0.0;
-      for (int64_t j = 0; j < n_keys; ++j) o += p[j] * cached(a.values, j, i);
+      for (int64_t j = 0; j < n; ++j) o += p[j] * cached(a.values, j, i);
       out[h * a.dv + i] = static_cast<float>(o / total);
     }
   }

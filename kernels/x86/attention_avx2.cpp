@@ -75,6 +75,17 @@ const float* rows_f32(const CacheRows& rows, int64_t begin, int64_t n, int64_t w
   return buf;
 }
 
+// Keys row h may see (MultiQueryAttention::key_limits), and the most any of rows [h0, h0 + 4)
+// may see: a tile of heads skips a block that starts past it.
+inline int64_t key_limit(const MultiQueryAttention& a, int64_t h) {
+  return a.key_limits != nullptr ? a.key_limits[h] : std::numeric_limits<int64_t>::max();
+}
+inline int64_t tile_key_limit(const MultiQueryAttention& a, int64_t h0) {
+  int64_t limit = 0;
+  for (int64_t h = h0; h < std::min(h0 + 4, a.n_heads); ++h) limit = std::max(limit, key_limit(a, h));
+  return limit;
+}
+
 struct ChunkScratch {
   std::vector<float> scores;      // [H, kBlock]
   std::vector<float> correction;  // [H]
@@ -108,6 +119,11 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
 
     // 1. Scores; head and row tails repeat the last head / row and are not stored.
     for (int64_t h0 = 0; h0 < H; h0 += 4) {
+      if (j0 >= tile_key_limit(a, h0)) {  // every row of the tile is past its keys
+        for (int64_t h = h0; h < std::min(h0 + 4, H); ++h)
+          std::fill_n(s.scores.data() + h * kBlock, nb, kNegInf);
+        continue;
+      }
       const float* qh[4];
       for (int i = 0; i < 4; ++i) qh[i] = a.q + std::min(h0 + i, H - 1) * dk;
       for (int64_t r0 = 0; r0 < nb; r0 += 2) {
@@ -116,7 +132,8 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
         _mm256_store_ps(dots, _mm256_mul_ps(dot_4x2(qh, kr, dk), _mm256_set1_ps(a.scale)));
         for (int64_t i = 0; i < std::min<int64_t>(4, H - h0); ++i)
           for (int64_t r = 0; r < std::min<int64_t>(2, nb - r0); ++r)
-            s.scores[(h0 + i) * kBlock + r0 + r] = dots[2 * i + r];
+            s.scores[(h0 + i) * kBlock + r0 + r] =
+                j0 + r0 + r < key_limit(a, h0 + i) ? dots[2 * i + r] : kNegInf;
       }
     }
     // 2. Online softmax over the block.
@@ -125,6 +142,11 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
       float block_max = kNegInf;
       for (int64_t r = 0; r < nb; ++r) block_max = std::max(block_max, sh[r]);
       const float new_max = std::max(max[h], block_max);
+      if (new_max == kNegInf) {  // no visible key yet: nothing to add or rescale
+        s.correction[h] = 1.0f;
+        std::fill_n(sh, kBlock, 0.0f);
+        continue;
+      }
       s.correction[h] = std::exp(max[h] - new_max);
       max[h] = new_max;
       const __m256 vmax = _mm256_set1_ps(new_max);
@@ -139,6 +161,7 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
     }
     // 3. out = out * correction + P V; head tails repeat the last head (same values stored).
     for (int64_t h0 = 0; h0 < H; h0 += 4) {
+      if (j0 >= tile_key_limit(a, h0)) continue;  // P = 0 and correction = 1 for the tile
       int64_t hh[4];
       for (int i = 0; i < 4; ++i) hh[i] = std::min(h0 + i, H - 1);
       for (int64_t d0 = 0; d0 < dv; d0 += 16) {

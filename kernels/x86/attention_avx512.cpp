@@ -88,6 +88,17 @@ const float* rows_f32(const CacheRows& rows, int64_t begin, int64_t n, int64_t w
   return buf;
 }
 
+// Keys row h may see (MultiQueryAttention::key_limits), and the most any of rows [h0, h0 + 4)
+// may see: a tile of heads skips a block that starts past it.
+inline int64_t key_limit(const MultiQueryAttention& a, int64_t h) {
+  return a.key_limits != nullptr ? a.key_limits[h] : std::numeric_limits<int64_t>::max();
+}
+inline int64_t tile_key_limit(const MultiQueryAttention& a, int64_t h0) {
+  int64_t limit = 0;
+  for (int64_t h = h0; h < std::min(h0 + 4, a.n_heads); ++h) limit = std::max(limit, key_limit(a, h));
+  return limit;
+}
+
 struct ChunkScratch {
   std::vector<float> scores;      // [H, kBlock]
   std::vector<float> correction;  // [H]
@@ -100,7 +111,8 @@ struct ChunkScratch {
 void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, float* max,
                      float* sum, float* out) {
   const int64_t H = a.n_heads, dk = a.dk, dv = a.dv;
-  std::fill(max, max + H, -std::numeric_limits<float>::infinity());
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  std::fill(max, max + H, kNegInf);
   std::fill(sum, sum + H, 0.0f);
   std::fill(out, out + H * dv, 0.0f);
   thread_local ChunkScratch s;
@@ -121,6 +133,11 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
 
     // 1. Scores. Head and row tails repeat the last head / row; the repeats are not stored.
     for (int64_t h0 = 0; h0 < H; h0 += 4) {
+      if (j0 >= tile_key_limit(a, h0)) {  // every row of the tile is past its keys
+        for (int64_t h = h0; h < std::min(h0 + 4, H); ++h)
+          std::fill_n(s.scores.data() + h * kBlock, nb, kNegInf);
+        continue;
+      }
       const float* qh[4];
       for (int i = 0; i < 4; ++i) qh[i] = a.q + std::min(h0 + i, H - 1) * dk;
       for (int64_t r0 = 0; r0 < nb; r0 += 4) {
@@ -130,7 +147,8 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
         _mm512_store_ps(dots, _mm512_mul_ps(dot_4x4(qh, kr, dk), _mm512_set1_ps(a.scale)));
         for (int64_t i = 0; i < std::min<int64_t>(4, H - h0); ++i)
           for (int64_t r = 0; r < std::min<int64_t>(4, nb - r0); ++r)
-            s.scores[(h0 + i) * kBlock + r0 + r] = dots[4 * i + r];
+            s.scores[(h0 + i) * kBlock + r0 + r] =
+                j0 + r0 + r < key_limit(a, h0 + i) ? dots[4 * i + r] : kNegInf;
       }
     }
     // 2. Online softmax over the block.
@@ -139,9 +157,14 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
       const __mmask16 m0 = tail_mask(nb), m1 = tail_mask(nb - 16);
       const __m512 lo = _mm512_maskz_loadu_ps(m0, sh), hi = _mm512_maskz_loadu_ps(m1, sh + 16);
       const float block_max = _mm512_reduce_max_ps(_mm512_max_ps(
-          _mm512_mask_mov_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), m0, lo),
-          _mm512_mask_mov_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), m1, hi)));
+          _mm512_mask_mov_ps(_mm512_set1_ps(kNegInf), m0, lo),
+          _mm512_mask_mov_ps(_mm512_set1_ps(kNegInf), m1, hi)));
       const float new_max = std::max(max[h], block_max);
+      if (new_max == kNegInf) {  // no visible key yet: nothing to add or rescale
+        s.correction[h] = 1.0f;
+        std::fill_n(sh, kBlock, 0.0f);
+        continue;
+      }
       s.correction[h] = std::exp(max[h] - new_max);
       max[h] = new_max;
       const __m512 vmax = _mm512_set1_ps(new_max);
@@ -154,6 +177,7 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
     // 3. out = out * correction + P V. Head tails repeat the last head: the repeated tile computes
     // and stores the same values.
     for (int64_t h0 = 0; h0 < H; h0 += 4) {
+      if (j0 >= tile_key_limit(a, h0)) continue;  // P = 0 and correction = 1 for the tile
       int64_t hh[4];
       for (int i = 0; i < 4; ++i) hh[i] = std::min(h0 + i, H - 1);
       for (int64_t d0 = 0; d0 < dv; d0 += 64) {
