@@ -131,18 +131,21 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
     const float* v = values_in_keys ? k : rows_f32(a.values, j0, nb, dv, s.values.data(), &v_stride);
     if (values_in_keys) v_stride = k_stride;
 
-    // 1. Scores. Head and row tails repeat the last head / row; the repeats are not stored.
+    // 1. Scores, rows outer so that 4 key rows stay in L1 while every head tile passes over
+    // them. Head and row tails repeat the last head / row; the repeats are not stored.
     for (int64_t h0 = 0; h0 < H; h0 += 4) {
       if (j0 >= tile_key_limit(a, h0)) {  // every row of the tile is past its keys
         for (int64_t h = h0; h < std::min(h0 + 4, H); ++h)
           std::fill_n(s.scores.data() + h * kBlock, nb, kNegInf);
-        continue;
       }
-      const float* qh[4];
-      for (int i = 0; i < 4; ++i) qh[i] = a.q + std::min(h0 + i, H - 1) * dk;
-      for (int64_t r0 = 0; r0 < nb; r0 += 4) {
-        const float* kr[4];
-        for (int i = 0; i < 4; ++i) kr[i] = k + std::min(r0 + i, nb - 1) * k_stride;
+    }
+    for (int64_t r0 = 0; r0 < nb; r0 += 4) {
+      const float* kr[4];
+      for (int i = 0; i < 4; ++i) kr[i] = k + std::min(r0 + i, nb - 1) * k_stride;
+      for (int64_t h0 = 0; h0 < H; h0 += 4) {
+        if (j0 >= tile_key_limit(a, h0)) continue;
+        const float* qh[4];
+        for (int i = 0; i < 4; ++i) qh[i] = a.q + std::min(h0 + i, H - 1) * dk;
         alignas(64) float dots[16];
         _mm512_store_ps(dots, _mm512_mul_ps(dot_4x4(qh, kr, dk), _mm512_set1_ps(a.scale)));
         for (int64_t i = 0; i < std::min<int64_t>(4, H - h0); ++i)
@@ -174,15 +177,16 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
       _mm512_storeu_ps(sh + 16, phi);
       sum[h] = sum[h] * s.correction[h] + _mm512_reduce_add_ps(_mm512_add_ps(plo, phi));
     }
-    // 3. out = out * correction + P V. Head tails repeat the last head: the repeated tile computes
-    // and stores the same values.
-    for (int64_t h0 = 0; h0 < H; h0 += 4) {
-      if (j0 >= tile_key_limit(a, h0)) continue;  // P = 0 and correction = 1 for the tile
-      int64_t hh[4];
-      for (int i = 0; i < 4; ++i) hh[i] = std::min(h0 + i, H - 1);
-      for (int64_t d0 = 0; d0 < dv; d0 += 64) {
-        __mmask16 dm[4];
-        for (int c = 0; c < 4; ++c) dm[c] = tail_mask(dv - d0 - 16 * c);
+    // 3. out = out * correction + P V, value columns outer so that a 64-wide column slab of the
+    // block (8 KiB) stays in L1 while every head tile passes over it. Head tails repeat the last
+    // head: the repeated tile computes and stores the same values.
+    for (int64_t d0 = 0; d0 < dv; d0 += 64) {
+      __mmask16 dm[4];
+      for (int c = 0; c < 4; ++c) dm[c] = tail_mask(dv - d0 - 16 * c);
+      for (int64_t h0 = 0; h0 < H; h0 += 4) {
+        if (j0 >= tile_key_limit(a, h0)) continue;  // P = 0 and correction = 1 for the tile
+        int64_t hh[4];
+        for (int i = 0; i < 4; ++i) hh[i] = std::min(h0 + i, H - 1);
         __m512 acc[4][4];
         for (int i = 0; i < 4; ++i) {
           const __m512 corr = _mm512_set1_ps(s.correction[hh[i]]);
