@@ -117,17 +117,20 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
     const float* v = values_in_keys ? k : rows_f32(a.values, j0, nb, dv, s.values.data(), &v_stride);
     if (values_in_keys) v_stride = k_stride;
 
-    // 1. Scores; head and row tails repeat the last head / row and are not stored.
+    // 1. Scores, key rows outer (they stay in L1 across head tiles); head and row tails repeat
+    // the last head / row and are not stored.
     for (int64_t h0 = 0; h0 < H; h0 += 4) {
       if (j0 >= tile_key_limit(a, h0)) {  // every row of the tile is past its keys
         for (int64_t h = h0; h < std::min(h0 + 4, H); ++h)
           std::fill_n(s.scores.data() + h * kBlock, nb, kNegInf);
-        continue;
       }
-      const float* qh[4];
-      for (int i = 0; i < 4; ++i) qh[i] = a.q + std::min(h0 + i, H - 1) * dk;
-      for (int64_t r0 = 0; r0 < nb; r0 += 2) {
-        const float* kr[2] = {k + r0 * k_stride, k + std::min(r0 + 1, nb - 1) * k_stride};
+    }
+    for (int64_t r0 = 0; r0 < nb; r0 += 2) {
+      const float* kr[2] = {k + r0 * k_stride, k + std::min(r0 + 1, nb - 1) * k_stride};
+      for (int64_t h0 = 0; h0 < H; h0 += 4) {
+        if (j0 >= tile_key_limit(a, h0)) continue;
+        const float* qh[4];
+        for (int i = 0; i < 4; ++i) qh[i] = a.q + std::min(h0 + i, H - 1) * dk;
         alignas(32) float dots[8];
         _mm256_store_ps(dots, _mm256_mul_ps(dot_4x2(qh, kr, dk), _mm256_set1_ps(a.scale)));
         for (int64_t i = 0; i < std::min<int64_t>(4, H - h0); ++i)
@@ -159,13 +162,14 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
       }
       sum[h] = sum[h] * s.correction[h] + hsum(total);
     }
-    // 3. out = out * correction + P V; head tails repeat the last head (same values stored).
-    for (int64_t h0 = 0; h0 < H; h0 += 4) {
-      if (j0 >= tile_key_limit(a, h0)) continue;  // P = 0 and correction = 1 for the tile
-      int64_t hh[4];
-      for (int i = 0; i < 4; ++i) hh[i] = std::min(h0 + i, H - 1);
-      for (int64_t d0 = 0; d0 < dv; d0 += 16) {
-        const __m256i dm[2] = {tail_mask(dv - d0), tail_mask(dv - d0 - 8)};
+    // 3. out = out * correction + P V, value column slabs outer (they stay in L1 across head
+    // tiles); head tails repeat the last head (same values stored).
+    for (int64_t d0 = 0; d0 < dv; d0 += 16) {
+      const __m256i dm[2] = {tail_mask(dv - d0), tail_mask(dv - d0 - 8)};
+      for (int64_t h0 = 0; h0 < H; h0 += 4) {
+        if (j0 >= tile_key_limit(a, h0)) continue;  // P = 0 and correction = 1 for the tile
+        int64_t hh[4];
+        for (int i = 0; i < 4; ++i) hh[i] = std::min(h0 + i, H - 1);
         __m256 acc[4][2];
         for (int i = 0; i < 4; ++i) {
           const __m256 corr = _mm256_set1_ps(s.correction[hh[i]]);
