@@ -343,7 +343,7 @@ class WeightLoader {
                             std::initializer_list<int64_t> shape, int64_t expert = -1) const {
     const std::string n = name(ours, layer, expert);
     if (n.empty()) return make_error("{}: '{}' has no tensor in this format", src_.path(), ours);
-    SPUTNIK_ASSIGN_OR_RETURN(TensorView v, src_.get(n, shape));
+    SPUTNIK_ASSIGN_OR_RETURN(TensorView v, src_.get_matrix(n, shape));
     if (v.dtype == DType::I32 || v.dtype == DType::I64 || v.dtype == DType::I8 ||
         v.dtype == DType::Q8_K) {
       return make_error("{}: tensor '{}' has dtype {}, which is not a weight type", src_.path(), n,

@@ -215,6 +215,7 @@ bool is_matmul_dtype(DType t) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
     case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K:
     case DType::Q6_K: case DType::F8_E4M3:
+    case DType::Q8_0x16: case DType::Q4_0x16: case DType::Q4_Kx16:  // repacked by get_matrix
       return true;
     default:
       return false;
@@ -224,7 +225,7 @@ bool is_matmul_dtype(DType t) {
 // A matrix weight: present, of a type the kernels multiply, of the expected shape.
 Result<TensorView> get_matrix(const WeightSource& source, const std::string& name, int64_t rows,
                               int64_t cols) {
-  SPUTNIK_ASSIGN_OR_RETURN(TensorView view, source.get(name, {rows, cols}));
+  SPUTNIK_ASSIGN_OR_RETURN(TensorView view, source.get_matrix(name, {rows, cols}));
   if (!is_matmul_dtype(view.dtype)) {
     return make_error("{}: tensor '{}' has type {}, which is not a weight type sputnik multiplies",
                       source.path(), name, dtype_name(view.dtype));

@@ -1,6 +1,11 @@
 #include "models/weights.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/kernels.h"
 
@@ -54,6 +59,47 @@ Result<TensorView> WeightSource::get(const std::string& name,
                       shape_text(shape));
   }
   return view;
+}
+
+void WeightSource::FreeBuffer::operator()(uint8_t* p) const { std::free(p); }
+
+namespace {
+
+bool repack_enabled() {
+  const char* env = std::getenv("SPUTNIK_REPACK");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
+// Drops the pages wholly inside [data, data + bytes) from this process (file-backed, read-only
+// map: they are read back from the file if ever touched again).
+void release_mapped_pages(const void* data, size_t bytes) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
+Result<TensorView> WeightSource::get_matrix(const std::string& name,
+                                            std::initializer_list<int64_t> shape) const {
+  SPUTNIK_ASSIGN_OR_RETURN(TensorView view, get(name, shape));
+  const DType to = preferred_weight_type(view.dtype);
+  const int64_t matrix_rows = view.n_dims >= 2 ? view.shape[view.n_dims - 2] : 0;
+  if (to == view.dtype || !gguf_ || !repack_enabled() || matrix_rows % dtype_row_group(to) != 0 ||
+      view.cols() % dtype_traits(view.dtype).block_elements != 0) {
+    return view;
+  }
+  std::lock_guard<std::mutex> lock(repacked_mutex_);
+  if (auto it = repacked_.find(name); it != repacked_.end()) return it->second.first;
+  const size_t bytes = static_cast<size_t>(view.rows()) * dtype_row_bytes(to, view.cols());
+  std::unique_ptr<uint8_t, FreeBuffer> buffer(static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
+  if (!buffer) return make_error("{}: out of memory repacking tensor '{}' ({} bytes)", path_, name, bytes);
+  ThreadPool pool(hardware_threads());
+  const TensorView repacked = repack_weight(view, to, buffer.get(), pool);
+  release_mapped_pages(view.data, view.bytes());
+  repacked_.emplace(name, std::make_pair(repacked, std::move(buffer)));
+  return repacked;
 }
 
 Result<std::vector<float>> WeightSource::get_f32(const std::string& name,

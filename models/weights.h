@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,13 @@ class WeightSource {
   // The tensor, with its shape checked (PyTorch order); the error names the tensor and gives
   // expected vs actual shape.
   Result<TensorView> get(const std::string& name, std::initializer_list<int64_t> shape) const;
+  // A weight only ever multiplied (kernels.h matmul, dequantize_weight_row, slice_rows): get(),
+  // then repacked once into the layout the active kernels multiply fastest
+  // (preferred_weight_type: 16 rows interleaved on AVX-512 for Q8_0 / Q4_0 / Q4_K) when each matrix
+  // of it (each expert of a stacked [E, rows, cols]) has whole 16-row groups. The repacked copy is
+  // owned here and the original's mapped pages are released, so resident memory stays about the
+  // size of the weights. SPUTNIK_REPACK=0 in the environment keeps every weight as stored.
+  Result<TensorView> get_matrix(const std::string& name, std::initializer_list<int64_t> shape) const;
   // A small tensor (norm weight, bias, router bias) converted to f32, shape checked.
   Result<std::vector<float>> get_f32(const std::string& name,
                                      std::initializer_list<int64_t> shape) const;
@@ -38,6 +47,12 @@ class WeightSource {
   std::string path_;
   std::unique_ptr<GgufFile> gguf_;
   std::unique_ptr<SafetensorsCheckpoint> safetensors_;
+  struct FreeBuffer {
+    void operator()(uint8_t* p) const;
+  };
+  // get_matrix's repacked weights by tensor name (a second request returns the same copy).
+  mutable std::mutex repacked_mutex_;
+  mutable std::map<std::string, std::pair<TensorView, std::unique_ptr<uint8_t, FreeBuffer>>> repacked_;
 };
 
 }  // namespace sputnik
