@@ -17,6 +17,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
+#include "kernels/ref/repack.h"
 
 namespace sputnik {
 namespace {
@@ -35,7 +36,8 @@ struct Weights {
 };
 
 // Random weights of `type`; rotate = enough copies to exceed the last-level cache. Only the
-// latest set is kept (each rotating set is 512 MiB).
+// latest set is kept (each rotating set is 512 MiB). Interleaved types (Q4_0x16 ...) are
+// quantised as their plain type, then repacked as the loader does.
 const Weights& weights(DType type, int64_t rows, int64_t cols, bool rotate) {
   static std::string cached_key;
   static std::unique_ptr<Weights> cached;
@@ -44,19 +46,26 @@ const Weights& weights(DType type, int64_t rows, int64_t cols, bool rotate) {
   if (cached && key == cached_key) return *cached;
   cached.reset();
   auto w = std::make_unique<Weights>();
-  const size_t rb = dtype_row_bytes(type, cols), bytes = rb * rows;
-  std::vector<uint8_t> first(bytes);
+  const bool interleaved = dtype_row_group(type) > 1;
+  const DType plain = interleaved ? ref::plain_type(type) : type;
+  const size_t rb = dtype_row_bytes(plain, cols);
+  std::vector<uint8_t> first(rb * rows);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
   std::vector<float> row(cols);
   for (int64_t r = 0; r < rows; ++r) {
     for (auto& v : row) v = nd(rng) * 0.02f;
-    if (!ref::quantize_row(type, row.data(), first.data() + r * rb, cols)) {
+    if (!ref::quantize_row(plain, row.data(), first.data() + r * rb, cols)) {
       // Q4_1 / Q5_x / FP8: bytes from a quantised neighbour type are fine for timing.
       for (size_t i = 0; i < rb; ++i) first[r * rb + i] = static_cast<uint8_t>(rng() & 0x3F);
     }
   }
-  const size_t n_copies = rotate ? std::max<size_t>(1, kRotateBytes / bytes) : 1;
+  if (interleaved) {
+    std::vector<uint8_t> packed(dtype_row_bytes(type, cols) * rows);
+    ref::repack_interleaved(plain, first.data(), rows, cols, packed.data());
+    first.swap(packed);
+  }
+  const size_t n_copies = rotate ? std::max<size_t>(1, kRotateBytes / first.size()) : 1;
   for (size_t i = 0; i < n_copies; ++i) w->copies.push_back(first);
   w->base.dtype = type;
   w->base.n_dims = 2;
@@ -139,8 +148,11 @@ struct Shape {
 constexpr Shape kShapes[] = {{1536, 8960}, {8960, 1536}, {2048, 1408}, {1408, 2048}};
 
 void register_all() {
-  const DType types[] = {DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
-                         DType::F16,  DType::BF16, DType::F32,  DType::F8_E4M3};
+  // Q4_0x16 / Q8_0x16 / Q4_Kx16: the layouts the loader repacks Q4_0 / Q8_0 / Q4_K into on
+  // AVX-512 (kernels.h preferred_weight_type); compare with the rows of their plain types.
+  const DType types[] = {DType::Q4_0, DType::Q4_0x16, DType::Q4_1, DType::Q8_0, DType::Q8_0x16, DType::Q4_K,
+                         DType::Q4_Kx16, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
+                         DType::F8_E4M3};
   for (int threads : {1, 2}) benchmark::RegisterBenchmark("BM_MemoryRead", BM_MemoryRead)->Arg(threads)->UseRealTime();
   for (const DType t : types) {
     for (const Shape s : kShapes) {
@@ -148,7 +160,8 @@ void register_all() {
       const std::string name = std::string("Matvec/") + std::string(dtype_name(t));
       for (int threads : {1, 2})
         for (int isa : {-1, 1}) {
-          if (isa == 1 && (threads == 1 || s.rows != kShapes[0].rows)) continue;  // AVX2: one point per type
+          // AVX2: one point per type; none for the interleaved types (AVX-512 only).
+          if (isa == 1 && (threads == 1 || s.rows != kShapes[0].rows || dtype_row_group(t) > 1)) continue;
           benchmark::RegisterBenchmark(name.c_str(), BM_Matmul)
               ->Args({static_cast<int64_t>(t), s.rows, s.cols, 1, threads, isa, 0})
               ->UseRealTime()
@@ -156,7 +169,8 @@ void register_all() {
         }
     }
     for (int isa : {-1, 1})
-      benchmark::RegisterBenchmark((std::string("MatvecHot/") + std::string(dtype_name(t))).c_str(), BM_Matmul)
+      if (isa == -1 || dtype_row_group(t) == 1)
+        benchmark::RegisterBenchmark((std::string("MatvecHot/") + std::string(dtype_name(t))).c_str(), BM_Matmul)
           ->Args({static_cast<int64_t>(t), 256, 2048, 1, 1, isa, 1})
           ->MinTime(0.3);
     for (int64_t T : {64, 512}) {

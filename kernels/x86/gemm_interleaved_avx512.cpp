@@ -129,6 +129,7 @@ void tile32(const typename F::Block* w, int64_t nb, const int8_t* xq, int64_t co
     __m512i q[8];
     F::codes(w[b], q);
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].d)));
+#pragma GCC unroll 8  // keeps acc[] in registers
     for (int t = 0; t < T; ++t) {
       const int8_t* xb = xq + t * cols + kQK * b;
       __m512i s = _mm512_set1_epi32(xbias[t * nb + b]);
@@ -152,6 +153,7 @@ inline void subblock_k4(const BlockQ4_Kx16& w, int j, const int8_t* xq, int64_t 
     const __m512i raw = _mm512_loadu_si512(w.qs + 64 * (8 * (j / 2) + v));
     q[v] = _mm512_and_si512(kHigh ? _mm512_srli_epi16(raw, 4) : raw, nibble);
   }
+#pragma GCC unroll 8  // keeps acc[] in registers
   for (int t = 0; t < T; ++t) {
     const int8_t* xb = xq + t * cols + 32 * j;
     __m512i s = _mm512_setzero_si512();
@@ -175,6 +177,7 @@ void tile_k4(const BlockQ4_Kx16* w, int64_t nsb, const int8_t* xq, int64_t cols,
     __m512i mins[4];  // int16 pairs (m_2p, m_2p+1) per row
     for (int p = 0; p < 4; ++p)
       mins[p] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.mins + 32 * p)));
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       __m512i m = _mm512_setzero_si512();
       for (int p = 0; p < 4; ++p) m = _mm512_dpwssd_epi32(m, mins[p], _mm512_set1_epi32(xpairs[(t * nsb + sb) * 4 + p]));
