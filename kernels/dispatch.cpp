@@ -106,6 +106,18 @@ TensorView slice_rows(const TensorView& w, int64_t r0, int64_t r1) {
   return v;
 }
 
+// AVX-512 or the scalar spec: both give ggml's bits (AVX2 has no version of its own yet).
+void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, const float* q,
+                          int64_t n_rows, bool single_token, float* scores) {
+  if (active_is_avx512()) return avx512::attention_scores_f16(k, n_keys, head_dim, q, n_rows, single_token, scores);
+  ref::attention_scores_f16(k, n_keys, head_dim, q, n_rows, single_token, scores);
+}
+void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p,
+                          int64_t n_rows, bool single_token, float* out) {
+  if (active_is_avx512()) return avx512::attention_values_f16(v, n_blocks, head_dim, p, n_rows, single_token, out);
+  ref::attention_values_f16(v, n_blocks, head_dim, p, n_rows, single_token, out);
+}
+
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
   active()->rms_norm(x, weight, eps, n, out);
 }

@@ -106,6 +106,28 @@ struct MultiQueryAttention {
 // the partial softmaxes merged (flash-decoding), so one token uses every thread.
 void multi_query_attention(const MultiQueryAttention& a, int64_t n_keys, float* out, ThreadPool& pool);
 
+// --- Attention over an f16 KV cache, in llama.cpp's summation order ---------------------------
+// So that attention over an f16 cache rounds exactly as llama.cpp's (kq = k q, kqv = v kq; flash
+// attention off), these reproduce ggml-cpu's two f16 dot-product orders: for a batch of one token
+// (`single_token`) ggml_vec_dot_f16's (4 accumulators of 16 lanes, 64 elements a step), otherwise
+// tinyBLAS's (llamafile_sgemm: one accumulator of 16 lanes; vec_dot's when n % 16 != 0, as ggml
+// falls back), each reduced as _mm512_reduce_add_ps. kernels/ref/attention_f16_ref.cpp spells the
+// order out. q and p must hold f16 values (ggml converts them to f16 first); every ISA gives the
+// same bits.
+
+// Positions per value block: the value cache stores V transposed in blocks of this many positions.
+constexpr int64_t kAttentionValueBlock = 64;
+
+// scores[g, j] = k[j, :] . q[g, :] for g < n_rows, j < n_keys. k: [n_keys, head_dim] f16 rows;
+// q: [n_rows, head_dim]; scores: [n_rows, n_keys].
+void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, const float* q,
+                          int64_t n_rows, bool single_token, float* scores);
+// out[g, d] = sum_j p[g, j] v[d, j] for g < n_rows, d < head_dim, j < 64 n_blocks. v: n_blocks
+// blocks [head_dim, 64] f16 (position j is column j % 64 of block j / 64); p: [n_rows, 64 n_blocks];
+// out: [n_rows, head_dim].
+void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p,
+                          int64_t n_rows, bool single_token, float* out);
+
 // --- Introspection -----------------------------------------------------------------------------
 
 // Which implementation set dispatch chose, e.g. "avx512" / "avx2" / "scalar".

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numbers>
 
@@ -18,6 +20,8 @@
 namespace sputnik {
 
 namespace {
+
+static_assert(kLlamaValueBlock == kAttentionValueBlock, "the value cache layout is the kernel's");
 
 // Tokens per internal chunk of a batch: bounds the activations ([T, inter_dim] floats).
 constexpr int64_t kLlamaMaxChunk = 256;
@@ -80,6 +84,7 @@ Result<LlamaConfig> config_from_gguf(const WeightSource& source, const std::stri
     SPUTNIK_ASSIGN_OR_RETURN(double factor, g.get_float(p + "rope.scaling.factor"));
     if (!(factor > 0)) return make_error("{}: {}rope.scaling.factor = {} must be > 0", source.path(), p, factor);
     for (float& f : c.inv_freq) f = static_cast<float>(f / factor);
+    c.rope_freq_scale = static_cast<float>(1.0 / factor);
   } else if (scaling_type != "none") {
     return make_error("{}: {}rope.scaling.type = '{}' is not supported (expected none or linear)",
                       source.path(), p, scaling_type);
@@ -90,7 +95,9 @@ Result<LlamaConfig> config_from_gguf(const WeightSource& source, const std::stri
     SPUTNIK_ASSIGN_OR_RETURN(std::vector<float> factors,
                              source.get_f32("rope_freqs.weight", {c.rope_dim / 2}));
     for (int64_t i = 0; i < c.rope_dim / 2; ++i) c.inv_freq[i] /= factors[i];
+    c.rope_freq_factors = std::move(factors);
   }
+  c.rope_as_ggml = true;
   return c;
 }
 
@@ -446,8 +453,40 @@ class LlamaModel final : public Model {
     }
   }
 
+  // cos and sin of the rope_dim/2 angles of position pos (see LlamaConfig::rope_as_ggml).
+  void rope_angles(int32_t pos, float* cos, float* sin) const {
+    const LlamaConfig& c = config_;
+    const int64_t half = c.rope_dim / 2;
+    if (!c.rope_as_ggml) {
+      // theta_i = pos * inv_freq[i], in f32 as HF's LlamaRotaryEmbedding computes it.
+      for (int64_t i = 0; i < half; ++i) {
+        const float theta = static_cast<float>(pos) * c.inv_freq[static_cast<size_t>(i)];
+        cos[i] = static_cast<float>(std::cos(static_cast<double>(theta)));
+        sin[i] = static_cast<float>(std::sin(static_cast<double>(theta)));
+      }
+      return;
+    }
+    const float theta_scale = std::pow(static_cast<float>(c.rope_theta), -2.0f / static_cast<float>(c.rope_dim));
+    float theta = static_cast<float>(pos);
+    for (int64_t i = 0; i < half; ++i, theta *= theta_scale) {
+      const float ff = c.rope_freq_factors.empty() ? 1.0f : c.rope_freq_factors[static_cast<size_t>(i)];
+      const float angle = c.rope_freq_scale * (theta / ff);
+      cos[i] = std::cos(angle);
+      sin[i] = std::sin(angle);
+    }
+  }
+
+  // a * b + c rounded once to f32 (fmaf): the f64 product of two floats is exact, so only the
+  // f64 sum rounds before the final rounding to f32, which then differs from fmaf's single
+  // rounding only when that sum lands exactly on an f32 tie (about 2^-29 of cases). Plain C++
+  // (model files get no FMA instructions), and it vectorises.
+  static float fused_multiply_add(float a, float b, float c) {
+    return static_cast<float>(static_cast<double>(a) * b + c);
+  }
+
   // Rotates the first rope_dim dimensions of each of n_heads heads of one token's vector.
-  // HF apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, per layout (see RopeLayout).
+  // HF apply_rotary_pos_emb: x * cos + rotate_half(x) * sin, per layout (see RopeLayout); GGUF
+  // models with llama.cpp's fused products (LlamaConfig::rope_as_ggml).
   void apply_rope(float* vec, int64_t n_heads, const float* cos, const float* sin) const {
     const LlamaConfig& c = config_;
     const int64_t half = c.rope_dim / 2;
@@ -457,8 +496,13 @@ class LlamaModel final : public Model {
         const int64_t a = c.rope_layout == RopeLayout::NeoX ? i : 2 * i;
         const int64_t b = c.rope_layout == RopeLayout::NeoX ? i + half : 2 * i + 1;
         const float x0 = x[a], x1 = x[b];
-        x[a] = x0 * cos[i] - x1 * sin[i];
-        x[b] = x1 * cos[i] + x0 * sin[i];
+        if (c.rope_as_ggml) {
+          x[a] = fused_multiply_add(x0, cos[i], -(x1 * sin[i]));
+          x[b] = fused_multiply_add(x0, sin[i], x1 * cos[i]);
+        } else {
+          x[a] = x0 * cos[i] - x1 * sin[i];
+          x[b] = x1 * cos[i] + x0 * sin[i];
+        }
       }
     }
   }
@@ -505,9 +549,10 @@ class LlamaModel final : public Model {
     tap("Vcur", layer, s.v.data(), T, kv_dim);
     // softmax(q k^T / sqrt(hd)) v per token and query head, causal: keys 0..pos of the token's
     // sequence. GQA: the `group` query heads h of kv head h / group are contiguous in q and
-    // att_out, so each (token, kv head) task is small matmuls straight on the cache (f16 or f32):
-    // scores [group, n_keys] = q_group @ K^T, then att_out_group = sum over value blocks of
-    // P_block @ V_block (the tail of the last block gets weight 0).
+    // att_out, so each (token, kv head) task is small matmuls straight on the cache: scores
+    // [group, n_keys] = q_group @ K^T, then att_out_group = P @ V over the value blocks (the tail
+    // of the last block gets weight 0). An f16 cache goes through kernels.h's attention_*_f16,
+    // which sum in llama.cpp's order; an f32 cache through matmul, block by block.
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int64_t group = c.n_heads / c.n_kv_heads, vb = kLlamaValueBlock;
     pool_.parallel_for(T * c.n_kv_heads, [&](int64_t task, int thread) {
@@ -521,7 +566,16 @@ class LlamaModel final : public Model {
       keys.shape = {n_keys, hd, 0, 0};
       keys.data = key_cache + cache_row(b.seq, kvh, 0) * elem;
       float* scores = s.scores.data() + static_cast<int64_t>(thread) * scores_per_thread();
-      matmul(keys, s.q.data() + t * q_dim + kvh * group * hd, group, scores, inline_pool);
+      const float* q_group = s.q.data() + t * q_dim + kvh * group * hd;
+      float* out = s.att_out.data() + t * q_dim + kvh * group * hd;  // [group, hd]
+      // An f16 cache takes llama.cpp's summation order (kernels.h), which differs between a
+      // batch of one token and a longer one, as ggml's matmul does.
+      const bool single_token = T == 1;
+      if (f16) {
+        attention_scores_f16(static_cast<const uint16_t*>(keys.data), n_keys, hd, q_group, group, single_token, scores);
+      } else {
+        matmul(keys, q_group, group, scores, inline_pool);
+      }
       // Re-lay the [group, n_keys] scores as [group, n_padded] rows, zero-padded, back to front.
       for (int64_t g = group - 1; g >= 0; --g) {
         float* row = scores + g * n_padded;
@@ -531,7 +585,11 @@ class LlamaModel final : public Model {
         if (f16) round_to_f16(row, n_keys);  // ggml: kq is converted to f16 for kq @ v
         std::fill(row + n_keys, row + n_padded, 0.0f);
       }
-      float* out = s.att_out.data() + t * q_dim + kvh * group * hd;  // [group, hd]
+      if (f16) {
+        const auto* values = reinterpret_cast<const uint16_t*>(value_cache) + value_block(b.seq, kvh, 0);
+        attention_values_f16(values, n_blocks, hd, scores, group, single_token, out);
+        return;
+      }
       float* part = s.att_part.data() + static_cast<int64_t>(thread) * group * hd;
       TensorView values;  // one block of V^T: [hd, vb]
       values.dtype = s.kv_type;
@@ -571,12 +629,12 @@ class LlamaModel final : public Model {
     for (int64_t t = 0; t < T; ++t) {
       const BatchToken& b = batch[static_cast<size_t>(t)];
       dequantize_weight_row(weights_.tok_embeddings, b.token, s.x.data() + t * dim);  // embed
-      // theta_i = pos * inv_freq[i], in f32 as HF's LlamaRotaryEmbedding computes it.
-      for (int64_t i = 0; i < half; ++i) {
-        const float theta = static_cast<float>(b.pos) * c.inv_freq[static_cast<size_t>(i)];
-        s.rope_cos[t * half + i] = static_cast<float>(std::cos(static_cast<double>(theta)));
-        s.rope_sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(theta)));
-      }
+      rope_angles(b.pos, &s.rope_cos[t * half], &s.rope_sin[t * half]);
+    }
+    if (tap_) {  // the token ids (exact as floats), so a comparison can replay them
+      std::vector<float> ids;
+      for (const BatchToken& b : batch) ids.push_back(static_cast<float>(b.token));
+      tap("inp_tokens", -1, ids.data(), T, 1);
     }
     tap("inp_embd", -1, s.x.data(), T, dim);
     // LlamaDecoderLayer: x = x + attn(norm(x)); x = x + mlp(norm(x)).
@@ -695,6 +753,18 @@ Result<std::unique_ptr<Model>> load_llama(const ModelSource& source) {
   }
   SPUTNIK_ASSIGN_OR_RETURN(LlamaWeights weights, load_weights(source, config));
   auto model = std::make_unique<LlamaModel>(std::move(config), std::move(weights), source);
+  // SPUTNIK_DUMP_TENSORS=DIR appends every tap to DIR/<name>-<layer>.f32, for
+  // tools/compare_llamacpp_tensors.py (a debugging aid: write errors are ignored).
+  if (const char* dir = std::getenv("SPUTNIK_DUMP_TENSORS"); dir != nullptr && *dir != '\0') {
+    model->set_tap([dir = std::string(dir)](const std::string& name, int64_t layer,
+                                             const float* data, int64_t rows, int64_t cols) {
+      const std::string path = fmt::format("{}/{}-{}.f32", dir, name, layer);
+      if (std::FILE* f = std::fopen(path.c_str(), "ab")) {
+        std::fwrite(data, sizeof(float), static_cast<size_t>(rows * cols), f);
+        std::fclose(f);
+      }
+    });
+  }
   if (model->alloc_failed_) {
     return make_error("{}: the KV cache ({} bytes per token, n_ctx {}, n_seq_max {}) does not fit "
                       "in memory; lower n_ctx or n_seq_max", w.path(),

@@ -56,6 +56,15 @@ struct LlamaConfig {
   // Per-pair rotary frequencies, rope_dim/2 of them: theta_i = pos * inv_freq[i]. Holds
   // rope_theta^(-2i/rope_dim) with any scaling (llama3 / linear / GGUF rope_freqs) applied.
   std::vector<float> inv_freq;
+  // GGUF checkpoints rotate exactly as llama.cpp (ggml-cpu ops.cpp ggml_rope_cache_init and
+  // rotate_pairs), so that its activations are reproduced bit for bit: theta_i = freq_scale *
+  // (pos * theta_scale^i) / freq_factors[i] with theta_scale = powf(rope_theta, -2/rope_dim) and
+  // the power built by repeated f32 multiplication; cosf / sinf; each rotated value one fused
+  // multiply-add (x0*cos - x1*sin as fma(x0, cos, -(x1*sin))), as GCC contracts ggml's code.
+  // HF checkpoints keep transformers' pos * inv_freq.
+  bool rope_as_ggml = false;
+  float rope_freq_scale = 1.0f;          // rope_as_ggml: 1 / the linear scaling factor
+  std::vector<float> rope_freq_factors;  // rope_as_ggml: rope_freqs.weight, empty when absent
   bool qkv_bias = false;      // Qwen2: q_proj/k_proj/v_proj have biases (the family's definition)
   bool tie_word_embeddings = false;  // output projection is the token embedding
 };
@@ -142,10 +151,11 @@ const LlamaTensorNames& llama_tensor_names(bool gguf);
 Result<LlamaConfig> llama_config_from_hf(const WeightSource& source, const std::string& arch);
 
 // Called with every named intermediate of a forward pass, as llama.cpp names its graph nodes
-// ("inp_embd", "attn_norm", "Qcur", "Kcur", "Vcur" (after bias and rope), "kqv_out", "attn_out",
-// "ffn_inp", "ffn_norm", "ffn_out", "l_out", "result_norm"), with the layer (-1: none) and the
-// rows x cols f32 values (one row per token of the chunk; result_norm: rows wanting logits).
-// For comparing activations with the reference or with llama.cpp's eval callback.
+// ("inp_tokens" (the token ids as floats, one column), "inp_embd", "attn_norm", "Qcur", "Kcur",
+// "Vcur" (after bias and rope), "kqv_out", "attn_out", "ffn_inp", "ffn_norm", "ffn_out", "l_out",
+// "result_norm"), with the layer (-1: none) and the rows x cols f32 values (one row per token of
+// the chunk; result_norm: rows wanting logits). For comparing activations with the reference or
+// with llama.cpp's eval callback (tools/compare_llamacpp_tensors.py, via SPUTNIK_DUMP_TENSORS).
 using LlamaTap = std::function<void(const std::string& name, int64_t layer, const float* data,
                                     int64_t rows, int64_t cols)>;
 // Sets the tap of a model load_llama built; false if `model` is not one.

@@ -181,7 +181,8 @@ TEST(LlamaModel, LayerOutputsMatchTransformers) {
     const float diff = max_abs_diff(got.data(), expected.data(), got.size());
     std::printf("%s: max |l_out - transformers| = %.3g (scale %.3g)\n", name.c_str(), diff, scale);
     EXPECT_LE(diff, 1e-4f * scale);
-    const std::vector<std::string> order = {"inp_embd", "attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out",
+    const std::vector<std::string> order = {"inp_tokens", "inp_embd", "attn_norm", "Qcur", "Kcur", "Vcur",
+                                            "kqv_out",
                                             "attn_out", "ffn_inp", "ffn_norm", "ffn_out", "l_out"};
     ASSERT_GE(names.size(), order.size());
     EXPECT_TRUE(std::equal(order.begin(), order.end(), names.begin()));

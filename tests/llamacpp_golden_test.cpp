@@ -3,20 +3,24 @@
 // fixed text. Goldens: tools/gen_llamacpp_goldens.py (llama-cpp-python 0.3.36).
 // Needs SPUTNIK_DEMO_MODEL (tools/test.sh sets it); without it every test fails.
 //
-// Tolerances come from llama.cpp itself: this small Q4_1 model is numerically sensitive, and
-// llama.cpp run with an f32 instead of its default f16 KV cache moves its own logits by up to
-// ~2, changes its top-1 token at one of 93 prompt positions, and moves its greedy continuations
-// apart after 5-12 tokens on three of the five prompts (meta.f32_kv_* and
-// f32_kv_continuation_agreement in the goldens). sputnik must agree with llama.cpp at least as
-// well as llama.cpp agrees with itself under that change.
+// On AVX-512 (this machine and CI) sputnik computes every op of the forward pass in ggml-cpu's
+// order, so its activations are llama.cpp's bit for bit through all 30 layers (checked op by op
+// with tools/compare_llamacpp_tensors.py): Q8_1 activations with fp16 d and s, Q4_1 x Q8_1 in
+// ggml_vec_dot_q4_1_q8_1's lanes and reduction, rms_norm summed in f64, rope angles by repeated
+// f32 products with fused rotations, the f16 attention products in vec_dot / tinyBLAS order
+// (kernels.h attention_*_f16), softmax and SiLU with ggml's vector expf. There the test demands
+// what issue 2 asks: the top-1 token at every prompt position and all 64 greedy tokens of every
+// prompt equal to llama.cpp's, and logits equal up to the output head's summation order (the head
+// may take another kernel than llama.cpp's, which only moves the last bits of the logits).
 //
-// With the quantised matmul rounding activations as ggml does (fp16 block_q8_0 / q8_1 d and s,
-// kernels/ref/ref.h quantize_activation), the top-1 token agrees at every one of the 93 prompt
-// positions (AVX2 and AVX-512; before: 92), so the SIMD paths must keep that. The rest is not
-// exact: logits still differ by up to ~1.6 and greedy continuations part after 12-64 tokens,
-// and which prompts part where depends on our ISA -- f32 summation order alone (AVX2 vs AVX-512)
-// moves our logits by as much -- so this small model amplifies ulp-level differences anywhere in
-// the forward pass (norms, silu/exp, softmax, f32 accumulation order), not only the matmul's.
+// The AVX2 and scalar kernel sets are not ggml-exact (their Q4_1 dot products sum in another
+// order; the scalar set keeps f32 activations), and this small Q4_1 model amplifies ulp-level
+// differences, so for them the tolerances come from llama.cpp itself: llama.cpp run with an f32
+// instead of its default f16 KV cache moves its own logits by up to ~2, changes its top-1 token
+// at one of 93 prompt positions, and moves its greedy continuations apart after 5-12 tokens on
+// three of the five prompts (meta.f32_kv_* and f32_kv_continuation_agreement in the goldens).
+// sputnik must agree with llama.cpp at least as well as llama.cpp agrees with itself under that
+// change.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -48,6 +52,12 @@ int32_t argmax(const float* x, int64_t n) {
   }
   return static_cast<int32_t>(best);
 }
+
+// True where sputnik reproduces llama.cpp's arithmetic bit for bit (see the top of the file).
+bool ggml_exact() { return kernel_isa() == "avx512"; }
+
+// Largest |logit difference| allowed where ggml_exact(): the output head's rounding only.
+constexpr double kExactLogitTolerance = 1e-3;
 
 class LlamaCppGolden : public ::testing::Test {
  protected:
@@ -154,16 +164,21 @@ TEST_F(LlamaCppGolden, TopOneAndLogitsAtEveryPromptPosition) {
   }
   std::printf("top-1 agreement: %d of %d positions (llama.cpp f32 vs f16 KV cache: %d changes)\n",
               positions - flips, positions, self_flips);
+  std::printf("largest logit difference from llama.cpp (top-20 logits, %d positions): %.3g, mean "
+              "per position %.3g; llama.cpp f32 vs f16 KV cache: %.4f, %.4f\n",
+              positions, max_diff, sum_of_maxima / positions, self_max, self_mean);
+  if (ggml_exact()) {
+    EXPECT_EQ(flips, 0) << kernel_isa();
+    EXPECT_LE(max_diff, kExactLogitTolerance) << kernel_isa();
+    return;
+  }
   // The scalar kernels keep f32 activations (no ggml activation rounding): llama.cpp's self-noise.
   if (matmul_quantizes_activations(DType::Q4_1))
     EXPECT_EQ(flips, 0) << kernel_isa();
   else
     EXPECT_LE(flips, self_flips) << kernel_isa();
-  std::printf("largest logit difference from llama.cpp (top-20 logits, %d positions): %.4f, mean "
-              "per position %.4f; llama.cpp f32 vs f16 KV cache: %.4f, %.4f\n",
-              positions, max_diff, sum_of_maxima / positions, self_max, self_mean);
   EXPECT_LE(max_diff, self_max);
-  // Measured 0.355 (AVX-512) and 0.368 (AVX2) against llama.cpp's own 0.365.
+  // Measured 0.368 (AVX2) against llama.cpp's own 0.365.
   EXPECT_LE(sum_of_maxima / positions, 1.1 * self_mean);
 }
 
@@ -175,11 +190,12 @@ TEST_F(LlamaCppGolden, GreedyContinuationMatches) {
     const auto margins = p["continuation_margins"].get<std::vector<double>>();
     std::vector<float> logits = all_logits(ids);
     std::vector<float> last(logits.end() - vocab, logits.end());
-    // Required agreement: as many tokens as llama.cpp keeps with itself when its KV cache goes
-    // from f16 to f32, and never past a step where its top-2 margin is under kTieMargin (a tie).
+    // Required agreement: where ggml_exact(), all of it; elsewhere as many tokens as llama.cpp
+    // keeps with itself when its KV cache goes from f16 to f32, and never past a step where its
+    // top-2 margin is under kTieMargin (a tie).
     constexpr double kTieMargin = 0.01;
-    size_t required = p["f32_kv_continuation_agreement"].get<size_t>();
-    for (size_t i = 0; i < required; ++i) {
+    size_t required = ggml_exact() ? expected.size() : p["f32_kv_continuation_agreement"].get<size_t>();
+    for (size_t i = 0; i < required && !ggml_exact(); ++i) {
       if (margins[i] < kTieMargin) {
         required = i;
         break;
@@ -234,7 +250,7 @@ TEST_F(LlamaCppGolden, SessionGreedyMatchesRawLoop) {
   EXPECT_NE(text.find("Paris"), std::string::npos) << text;
 }
 
-TEST_F(LlamaCppGolden, PerplexityWithinOnePercent) {
+TEST_F(LlamaCppGolden, PerplexityAsLlamaCpp) {
   const nlohmann::json golden = read_json(std::string(SPUTNIK_TEST_DATA) + "/llamacpp/perplexity.json");
   std::ifstream in(std::string(SPUTNIK_SOURCE_DIR) + "/" + golden["text"].get<std::string>(),
                    std::ios::binary);
@@ -250,7 +266,7 @@ TEST_F(LlamaCppGolden, PerplexityWithinOnePercent) {
               expected, 100.0 * (result->ppl / expected - 1.0), result->n_chunks, options.n_ctx);
   EXPECT_EQ(result->n_tokens, golden["n_tokens"].get<int>());
   EXPECT_EQ(result->n_scored, golden["n_scored"].get<int>());
-  EXPECT_NEAR(result->ppl, expected, 0.01 * expected);
+  EXPECT_NEAR(result->ppl, expected, (ggml_exact() ? 1e-4 : 0.01) * expected);
 }
 
 }  // namespace

@@ -85,10 +85,13 @@ void matmul_quantized_activations(const TensorView& w, const float* x, int64_t n
   }
 }
 
+// As ggml's rms_norm (ggml-cpu ops.cpp), bit for bit: each square rounded to f32 and added in
+// f64, in order; the mean and 1 / sqrt(mean + eps) in f32; y = (x * scale) * weight.
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
-  float ss = 0;
-  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
-  const float scale = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i] * x[i]);
+  const float mean = static_cast<float>(ss / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
@@ -96,12 +99,12 @@ void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   float max = x[0];
   for (int64_t i = 1; i < n; ++i) max = std::max(max, x[i]);
-  float sum = 0;
+  double sum = 0;  // in f64 as ggml's soft_max
   for (int64_t i = 0; i < n; ++i) {
     x[i] = std::exp(x[i] - max);
     sum += x[i];
   }
-  const float inv = 1.0f / sum;
+  const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 

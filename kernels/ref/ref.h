@@ -43,6 +43,12 @@ void quantize_activation(const float* x, int64_t n, int block, int8_t* qs, float
 // m * s per block, as ggml_vec_dot_q4_1_q8_1 does. The SIMD integer matmuls must match it to f32 rounding.
 int activation_block(DType weight_type);  // 0: the SIMD path keeps f32 activations
 void matmul_quantized_activations(const TensorView& w, const float* x, int64_t n_tokens, float* y);
+// Q4_1 weights (rows of whole blocks) exactly as llama.cpp's x86 build computes them
+// (ggml_vec_dot_q4_1_q8_1 after quantize_row_q8_1): per block the 8 int32 sums of 4 products
+// (lane j: elements 4j..4j+3), acc[j] = fma(d_w * d_x, sum_j, acc[j]) block after block, the lanes
+// added as hsum_float_8 ((0+4) + (2+6)) + ((1+5) + (3+7)), plus sum_b fma(m_w, s_x) in f32. The
+// AVX-512 Q4_1 matmul equals it bit for bit; AVX2 sums in another order.
+void matmul_q4_1_as_ggml(const TensorView& w, const float* x, int64_t n_tokens, float* y);
 
 // --- The reference ops --------------------------------------------------------------------------
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
@@ -66,5 +72,13 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
                                  int64_t n_keys, float* out, ThreadPool& pool);
 // The definition, two passes in double (all scores, softmax, weighted sum): what tests compare with.
 void multi_query_attention_two_pass(const MultiQueryAttention& a, int64_t n_keys, float* out);
+
+// --- Attention over an f16 KV cache (kernels.h attention_scores_f16 / attention_values_f16) ---
+void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, const float* q,
+                          int64_t n_rows, bool single_token, float* scores);
+void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p,
+                          int64_t n_rows, bool single_token, float* out);
+// Whether a dot product of n elements takes ggml_vec_dot_f16's order (else tinyBLAS's).
+bool attention_f16_vec_dot_order(int64_t n, bool single_token);
 
 }  // namespace sputnik::ref

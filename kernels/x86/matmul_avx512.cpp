@@ -118,16 +118,6 @@ struct FQ4_0 {
     d = pair_scales(b[0].d, has_b ? b[1].d : 0);
   }
 };
-struct FQ4_1 {
-  using Block = BlockQ4_1;
-  static constexpr int kOffset = 0;
-  static constexpr bool kHasMin = true;
-  static void load_pair(const Block* b, bool has_b, __m512i& q, __m512& d, __m512& m) {
-    q = unpack_nibble_pair(b[0].qs, b[1].qs, has_b);
-    d = pair_scales(b[0].d, has_b ? b[1].d : 0);
-    m = pair_scales(b[0].m, has_b ? b[1].m : 0);
-  }
-};
 struct FQ5_0 {
   using Block = BlockQ5_0;
   static constexpr int kOffset = 16;
@@ -198,6 +188,63 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, int64_t p_begin, int
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t)
       y[t * y_stride + r] = (accumulate ? y[t * y_stride + r] : 0.0f) + _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// Q4_1 exactly as llama.cpp computes it (ggml_vec_dot_q4_1_q8_1, ggml-cpu arch/x86/quants.c, the
+// AVX2 + VNNI path GGML_NATIVE builds on this CPU), so that sputnik's activations and logits are
+// llama.cpp's bit for bit: per block, vpdpbusd gives 8 int32 sums of 4 code products (lane j:
+// elements 4j..4j+3), converted to f32; acc = fma(d_w * d_x, sums, acc) in 8 f32 lanes, block
+// after block; then hsum_float_8's order, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), plus
+// the min term summs = sum over blocks of m_w * s_x in f32, each product fused into the running
+// sum (GCC contracts ggml's scalar loop into an fma). A zmm carries two rows' 8-lane chains (lanes
+// 0-7 row r, 8-15 row r + 1), so each block costs the same instructions as the generic gemm32.
+// R rows (4: two pairs, or 1) x T tokens over all nb blocks; xq/xd/xsv as for gemm32.
+template <int R, int T>
+void gemm_q4_1_as_ggml(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, int64_t xq_stride,
+                       const float* xd, const float* xsv, int64_t xd_stride, float* y, int64_t y_stride) {
+  constexpr int P = (R + 1) / 2;  // row pairs
+  __m512 acc[P][T], summs[P][T];
+  for (int p = 0; p < P; ++p)
+    for (int t = 0; t < T; ++t) acc[p][t] = summs[p][t] = _mm512_setzero_ps();
+  const int64_t prefetch = prefetch_distance(row_bytes);
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i q[P];
+    __m512 d[P], m[P];
+    for (int p = 0; p < P; ++p) {
+      const bool pair = 2 * p + 1 < R;
+      const auto* b0 = reinterpret_cast<const BlockQ4_1*>(w + 2 * p * row_bytes) + b;
+      const auto* b1 = pair ? reinterpret_cast<const BlockQ4_1*>(w + (2 * p + 1) * row_bytes) + b : b0;
+      _mm_prefetch(reinterpret_cast<const char*>(b0) + prefetch, _MM_HINT_T0);
+      if (pair) _mm_prefetch(reinterpret_cast<const char*>(b1) + prefetch, _MM_HINT_T0);
+      q[p] = unpack_nibble_pair(b0->qs, b1->qs, pair);
+      d[p] = pair_scales(b0->d, pair ? b1->d : 0);
+      m[p] = pair_scales(b0->m, pair ? b1->m : 0);
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m512i xv = _mm512_broadcast_i64x4(
+          _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + t * xq_stride + 32 * b)));
+      const __m512 dx = _mm512_set1_ps(xd[t * xd_stride + 8 * b]);
+      const __m512 sx = _mm512_set1_ps(8.0f * xsv[t * xd_stride + 8 * b]);  // s (exact: s / 8 * 8)
+      for (int p = 0; p < P; ++p) {
+        const __m512 sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q[p], xv));
+        acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(d[p], dx), sums, acc[p][t]);
+        summs[p][t] = _mm512_fmadd_ps(m[p], sx, summs[p][t]);
+      }
+    }
+  }
+  const auto hsum_float_8 = [](__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)));
+  };
+  for (int p = 0; p < P; ++p)
+    for (int t = 0; t < T; ++t) {
+      const __m512 a = acc[p][t], s = summs[p][t];
+      y[t * y_stride + 2 * p] = hsum_float_8(_mm512_castps512_ps256(a)) + _mm512_cvtss_f32(s);
+      if (2 * p + 1 < R)
+        y[t * y_stride + 2 * p + 1] = hsum_float_8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))) +
+                                      _mm512_cvtss_f32(_mm512_shuffle_f32x4(s, s, 2));
+    }
 }
 
 // --- K-quant formats (super-blocks of 256, activations Q8_K) -----------------------------------
@@ -496,6 +543,26 @@ void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, T
   });
 }
 
+void matmul_q4_1_as_ggml(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = w.rows(), cols = w.cols(), nb = cols / kQK, np = (nb + 1) / 2;
+  const int64_t xq_stride = 64 * np, xd_stride = 16 * np;
+  uint8_t* mem = activation_scratch().get(static_cast<size_t>(n_tokens * (xq_stride + 8 * xd_stride)));
+  auto* xq = reinterpret_cast<int8_t*>(mem);
+  auto* xd = reinterpret_cast<float*>(mem + n_tokens * xq_stride);
+  float* xs = xd + n_tokens * xd_stride;
+  pool.parallel_for(n_tokens, [&](int64_t t, int) {
+    quantize_act32(x + t * cols, cols, xq + t * xq_stride, xd + t * xd_stride, xs + t * xd_stride);
+  });
+  const size_t rb = w.row_bytes();
+  const auto* wd = static_cast<const uint8_t*>(w.data);
+  for_tiles(rows, rb, n_tokens, 1, pool, [&](int64_t r0, int R, int64_t t0, int T, int64_t) {
+    with_tile(R, T, [&]<int kR, int kT>() {
+      gemm_q4_1_as_ggml<kR, kT>(wd + r0 * rb, rb, nb, xq + t0 * xq_stride, xq_stride, xd + t0 * xd_stride,
+                                xs + t0 * xd_stride, xd_stride, y + t0 * rows + r0, rows);
+    });
+  });
+}
+
 template <class F>
 void matmulK(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
   const int64_t rows = w.rows(), cols = w.cols(), nsb = cols / kQKK;
@@ -532,7 +599,7 @@ void matmul_float(const TensorView& w, const float* x, int64_t n_tokens, float* 
 void matmul(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
   switch (w.dtype) {
     case DType::Q4_0: return matmul32<FQ4_0>(w, x, n_tokens, y, pool);
-    case DType::Q4_1: return matmul32<FQ4_1>(w, x, n_tokens, y, pool);
+    case DType::Q4_1: return matmul_q4_1_as_ggml(w, x, n_tokens, y, pool);
     case DType::Q5_0: return matmul32<FQ5_0>(w, x, n_tokens, y, pool);
     case DType::Q5_1: return matmul32<FQ5_1>(w, x, n_tokens, y, pool);
     case DType::Q8_0: return matmul32<FQ8_0>(w, x, n_tokens, y, pool);

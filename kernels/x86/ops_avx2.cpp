@@ -47,8 +47,22 @@ void axpy(float a, const float* x, int64_t n, float* y) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// ggml's rms_norm as in ops_avx512.cpp: f32 squares summed in f64 (here in 8 lanes), f32 mean.
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
-  const float scale = 1.0f / std::sqrt(dot_f32(x, x, n) / static_cast<float>(n) + eps);
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    const __m256 sq = _mm256_mul_ps(v, v);
+    s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+    s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+  }
+  s0 = _mm256_add_pd(s0, s1);
+  const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s0), _mm256_extractf128_pd(s0, 1));
+  double ss = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+  for (; j < n; ++j) ss += static_cast<double>(x[j] * x[j]);
+  const float mean = static_cast<float>(ss / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
   const __m256 vs = _mm256_set1_ps(scale);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)

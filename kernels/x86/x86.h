@@ -30,6 +30,11 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
 }  // namespace avx2
 namespace avx512 {
 const KernelSet& kernel_set();
+// kernels.h attention_scores_f16 / attention_values_f16 (kernels/x86/attention_f16_avx512.cpp).
+void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, const float* q,
+                          int64_t n_rows, bool single_token, float* scores);
+void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p,
+                          int64_t n_rows, bool single_token, float* out);
 // matmul for the interleaved weight types (DType::*x16; kernels/x86/gemm_interleaved_avx512.cpp).
 void matmul_interleaved(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
 // ref::attention_chunk's contract (kernels/x86/attention_avx512.cpp).

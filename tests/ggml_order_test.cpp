@@ -1,0 +1,162 @@
+// The kernels that reproduce llama.cpp's (ggml-cpu's) arithmetic bit for bit, each against its
+// scalar spec in kernels/ref/: the Q4_1 matmul (AVX-512) and the f16 attention products (every
+// ISA). tests/llamacpp_golden_test.cpp checks the whole forward pass against llama.cpp itself.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/threads.h"
+#include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
+#include "kernels/ref/ref.h"
+
+namespace sputnik {
+namespace {
+
+// Runs fn() with each kernel set this CPU has, restoring the active one after.
+template <class Fn>
+int for_each_isa(Fn&& fn) {
+  const std::string before = kernel_isa();
+  int ran = 0;
+  for (const char* isa : {"scalar", "avx2", "avx512"}) {
+    if (!set_kernel_isa(isa)) continue;
+    fn(std::string(isa));
+    ++ran;
+  }
+  set_kernel_isa(before);
+  return ran;
+}
+
+std::vector<float> random_floats(size_t n, float scale, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// f32 values that are exactly f16 (ggml converts q and the softmax weights to f16).
+std::vector<float> random_f16_values(size_t n, float scale, std::mt19937& rng) {
+  std::vector<float> v = random_floats(n, scale, rng);
+  for (float& x : v) x = fp16_to_f32(f32_to_fp16(x));
+  return v;
+}
+
+std::vector<uint16_t> random_f16(size_t n, float scale, std::mt19937& rng) {
+  std::vector<uint16_t> v(n);
+  const std::vector<float> f = random_floats(n, scale, rng);
+  for (size_t i = 0; i < n; ++i) v[i] = f32_to_fp16(f[i]);
+  return v;
+}
+
+TEST(GgmlOrder, Q4_1MatmulIsBitIdenticalToTheGgmlSpec) {
+  const std::string before = kernel_isa();
+  if (!set_kernel_isa("avx512")) GTEST_SKIP() << "CPU lacks avx512 (only its Q4_1 matmul sums in ggml's order)";
+  std::mt19937 rng(7);
+  ThreadPool pool(2);
+  for (int64_t rows : {1, 3, 4, 5, 13, 64}) {
+    for (int64_t cols : {32, 64, 96, 576}) {
+      const int64_t nb = cols / kQK;
+      std::vector<BlockQ4_1> blocks(static_cast<size_t>(rows * nb));
+      std::uniform_int_distribution<int> byte(0, 255);
+      for (BlockQ4_1& b : blocks) {
+        b.d = f32_to_fp16(std::abs(random_floats(1, 0.02f, rng)[0]));
+        b.m = f32_to_fp16(random_floats(1, 0.1f, rng)[0]);
+        for (uint8_t& q : b.qs) q = static_cast<uint8_t>(byte(rng));
+      }
+      TensorView w;
+      w.dtype = DType::Q4_1;
+      w.n_dims = 2;
+      w.shape = {rows, cols, 0, 0};
+      w.data = blocks.data();
+      for (int64_t n_tokens : {1, 2, 5, 9}) {
+        const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 1.0f, rng);
+        std::vector<float> y(static_cast<size_t>(n_tokens * rows)), spec(y.size()), exact(y.size());
+        matmul(w, x.data(), n_tokens, y.data(), pool);
+        ref::matmul_q4_1_as_ggml(w, x.data(), n_tokens, spec.data());
+        ref::matmul_quantized_activations(w, x.data(), n_tokens, exact.data());
+        for (size_t i = 0; i < y.size(); ++i) {
+          ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(spec[i]))
+              << rows << "x" << cols << " tokens " << n_tokens << " element " << i << ": " << y[i] << " vs " << spec[i];
+          // The spec is the same sum, only rounded in f32 along the way.
+          EXPECT_NEAR(spec[i], exact[i], 1e-6 * static_cast<double>(cols));
+        }
+      }
+    }
+  }
+  set_kernel_isa(before);
+}
+
+// Every ISA gives the spec's bits; the spec is the dot product to f32 rounding.
+TEST(GgmlOrder, AttentionF16ProductsAreBitIdenticalToTheSpecOnEveryIsa) {
+  std::mt19937 rng(11);
+  const int ran = for_each_isa([&](const std::string& isa) {
+    for (int64_t head_dim : {64, 128, 80, 40}) {
+      for (int64_t n_keys : {1, 17, 64, 65, 200}) {
+        for (int64_t n_rows : {1, 3, 6}) {
+          for (bool single_token : {true, false}) {
+            const std::vector<uint16_t> k = random_f16(static_cast<size_t>(n_keys * head_dim), 1.0f, rng);
+            const std::vector<float> q = random_f16_values(static_cast<size_t>(n_rows * head_dim), 1.0f, rng);
+            std::vector<float> scores(static_cast<size_t>(n_rows * n_keys)), spec(scores.size());
+            attention_scores_f16(k.data(), n_keys, head_dim, q.data(), n_rows, single_token, scores.data());
+            ref::attention_scores_f16(k.data(), n_keys, head_dim, q.data(), n_rows, single_token, spec.data());
+            for (size_t i = 0; i < scores.size(); ++i) {
+              ASSERT_EQ(std::bit_cast<uint32_t>(scores[i]), std::bit_cast<uint32_t>(spec[i]))
+                  << isa << " scores hd " << head_dim << " keys " << n_keys << " element " << i;
+              const int64_t g = static_cast<int64_t>(i) / n_keys, j = static_cast<int64_t>(i) % n_keys;
+              double exact = 0, magnitude = 0;
+              for (int64_t c = 0; c < head_dim; ++c) {
+                const double p = double(fp16_to_f32(k[j * head_dim + c])) * q[g * head_dim + c];
+                exact += p;
+                magnitude += std::abs(p);
+              }
+              EXPECT_NEAR(spec[i], exact, 1e-6 * magnitude);
+            }
+            const int64_t n_blocks = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock;
+            const int64_t n = n_blocks * kAttentionValueBlock;
+            const std::vector<uint16_t> v = random_f16(static_cast<size_t>(n * head_dim), 1.0f, rng);
+            const std::vector<float> p = random_f16_values(static_cast<size_t>(n_rows * n), 0.1f, rng);
+            std::vector<float> out(static_cast<size_t>(n_rows * head_dim)), out_spec(out.size());
+            attention_values_f16(v.data(), n_blocks, head_dim, p.data(), n_rows, single_token, out.data());
+            ref::attention_values_f16(v.data(), n_blocks, head_dim, p.data(), n_rows, single_token, out_spec.data());
+            for (size_t i = 0; i < out.size(); ++i) {
+              ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(out_spec[i]))
+                  << isa << " values hd " << head_dim << " keys " << n_keys << " element " << i;
+              const int64_t g = static_cast<int64_t>(i) / head_dim, d = static_cast<int64_t>(i) % head_dim;
+              double exact = 0, magnitude = 0;
+              for (int64_t j = 0; j < n; ++j) {
+                const int64_t at = (j / kAttentionValueBlock * head_dim + d) * kAttentionValueBlock + j % kAttentionValueBlock;
+                const double prod = double(fp16_to_f32(v[static_cast<size_t>(at)])) * p[g * n + j];
+                exact += prod;
+                magnitude += std::abs(prod);
+              }
+              EXPECT_NEAR(out_spec[i], exact, 1e-6 * magnitude);
+            }
+          }
+        }
+      }
+    }
+  });
+  EXPECT_GE(ran, 1);
+}
+
+// The two orders differ (else the single_token switch would be pointless): on random data some
+// scores round differently.
+TEST(GgmlOrder, VecDotAndTinyBlasOrdersDiffer) {
+  std::mt19937 rng(3);
+  const int64_t head_dim = 64, n_keys = 256;
+  const std::vector<uint16_t> k = random_f16(static_cast<size_t>(n_keys * head_dim), 1.0f, rng);
+  const std::vector<float> q = random_f16_values(static_cast<size_t>(head_dim), 1.0f, rng);
+  std::vector<float> a(static_cast<size_t>(n_keys)), b(a.size());
+  ref::attention_scores_f16(k.data(), n_keys, head_dim, q.data(), 1, true, a.data());
+  ref::attention_scores_f16(k.data(), n_keys, head_dim, q.data(), 1, false, b.data());
+  int differ = 0;
+  for (size_t i = 0; i < a.size(); ++i) differ += a[i] != b[i];
+  EXPECT_GT(differ, 0);
+}
+
+}  // namespace
+}  // namespace sputnik
