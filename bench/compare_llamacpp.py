@@ -148,8 +148,8 @@ def main():
                             text=True).stdout.strip()
     any_machine = next(iter(machine_by_threads.values()))
     print(f"model: {os.path.basename(args.model)} | threads: {args.threads} | depth: {args.n_depth} | "
-          f"repetitions: {args.repetitions} (medians) | sputnik {commit} (kernels "
-          f"{any_machine['kernel_isa']}) | llama-cpp-python {version} | "
+          f"repetitions: {args.repetitions} (medians) | sputnik {os.path.relpath(args.sputnik, REPO)} "
+          f"(repo at {commit}, kernels {any_machine['kernel_isa']}) | llama-cpp-python {version} | "
           f"{platform.processor() or platform.machine()}")
     bytes_per_token = any_machine["tg_bytes_per_token"]
     bandwidth = {t: m["read_bandwidth_gbs"] * 1e9 for t, m in machine_by_threads.items()}

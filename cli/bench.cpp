@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -113,11 +114,24 @@ double measure_read_bandwidth(int n_threads) {
 
 // --- Timing --------------------------------------------------------------------------------------
 
-// Peak resident set of this process so far, in bytes (Linux reports ru_maxrss in KiB).
+// Peak resident set of this process so far, in bytes: VmHWM, the high-water mark of this
+// process's own memory. Not getrusage's ru_maxrss: Linux carries that over fork and exec, so a
+// bench started by a big parent (compare_llamacpp.py with llama.cpp loaded) would report the
+// parent's peak. ru_maxrss only where /proc is missing.
 size_t peak_resident_bytes() {
+  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    size_t kib = 0;
+    bool found = false;
+    while (!found && std::fgets(line, sizeof(line), f)) {
+      found = std::sscanf(line, "VmHWM: %zu kB", &kib) == 1;
+    }
+    std::fclose(f);
+    if (found) return kib * 1024;
+  }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  return static_cast<size_t>(usage.ru_maxrss) * 1024;
+  return static_cast<size_t>(usage.ru_maxrss) * 1024;  // KiB on Linux
 }
 
 struct Sample {
