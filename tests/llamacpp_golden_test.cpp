@@ -3,24 +3,24 @@
 // fixed text. Goldens: tools/gen_llamacpp_goldens.py (llama-cpp-python 0.3.36).
 // Needs SPUTNIK_DEMO_MODEL (tools/test.sh sets it); without it every test fails.
 //
-// On AVX-512 (this machine and CI) sputnik computes every op of the forward pass in ggml-cpu's
-// order, so its activations are llama.cpp's bit for bit through all 30 layers (checked op by op
-// with tools/compare_llamacpp_tensors.py): Q8_1 activations with fp16 d and s, Q4_1 x Q8_1 in
-// ggml_vec_dot_q4_1_q8_1's lanes and reduction, rms_norm summed in f64, rope angles by repeated
-// f32 products with fused rotations, the f16 attention products in vec_dot / tinyBLAS order
-// (kernels.h attention_*_f16), softmax and SiLU with ggml's vector expf. There the test demands
-// what issue 2 asks: the top-1 token at every prompt position and all 64 greedy tokens of every
-// prompt equal to llama.cpp's, and logits equal up to the output head's summation order (the head
-// may take another kernel than llama.cpp's, which only moves the last bits of the logits).
+// On AVX-512 (this machine and CI) and AVX2 sputnik computes every op of the forward pass in
+// the order of llama.cpp's AVX-512 build, so its activations are llama.cpp's bit for bit through
+// all 30 layers (checked op by op with tools/compare_llamacpp_tensors.py): Q8_1 activations with
+// fp16 d and s, Q4_1 x Q8_1 in ggml_vec_dot_q4_1_q8_1's lanes and reduction, rms_norm summed in
+// f64, rope angles by repeated f32 products with fused rotations, the f16 attention products in
+// vec_dot / tinyBLAS order (kernels.h attention_*_f16), softmax and SiLU with ggml's vector expf
+// (emulated on AVX2). There the test demands what issue 2 asks: the top-1 token at every prompt
+// position and all 64 greedy tokens of every prompt equal to llama.cpp's, and logits equal up to
+// the output head's summation order (the head may take another kernel than llama.cpp's, e.g. the
+// interleaved Q8_0 layout, which only moves the last bits of the logits: 1e-5 measured).
 //
-// The AVX2 and scalar kernel sets are not ggml-exact (their Q4_1 dot products sum in another
-// order; the scalar set keeps f32 activations), and this small Q4_1 model amplifies ulp-level
-// differences, so for them the tolerances come from llama.cpp itself: llama.cpp run with an f32
-// instead of its default f16 KV cache moves its own logits by up to ~2, changes its top-1 token
-// at one of 93 prompt positions, and moves its greedy continuations apart after 5-12 tokens on
-// three of the five prompts (meta.f32_kv_* and f32_kv_continuation_agreement in the goldens).
-// sputnik must agree with llama.cpp at least as well as llama.cpp agrees with itself under that
-// change.
+// The scalar set keeps f32 activations (no ggml activation rounding), so for it the tolerances
+// come from llama.cpp itself: llama.cpp run with an f32 instead of its default f16 KV cache moves
+// its own logits by up to ~2, changes its top-1 token at one of 93 prompt positions, and moves its
+// greedy continuations apart after 5-12 tokens on three of the five prompts (meta.f32_kv_* and
+// f32_kv_continuation_agreement in the goldens). sputnik must agree with llama.cpp at least as
+// well as llama.cpp agrees with itself under that change. (Its largest logit difference, 2.57,
+// exceeds llama.cpp's 2.16 and did before these changes too: that check fails on scalar.)
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -54,7 +54,7 @@ int32_t argmax(const float* x, int64_t n) {
 }
 
 // True where sputnik reproduces llama.cpp's arithmetic bit for bit (see the top of the file).
-bool ggml_exact() { return kernel_isa() == "avx512"; }
+bool ggml_exact() { return kernel_isa() == "avx512" || kernel_isa() == "avx2"; }
 
 // Largest |logit difference| allowed where ggml_exact(): the output head's rounding only.
 constexpr double kExactLogitTolerance = 1e-3;
@@ -178,7 +178,6 @@ TEST_F(LlamaCppGolden, TopOneAndLogitsAtEveryPromptPosition) {
   else
     EXPECT_LE(flips, self_flips) << kernel_isa();
   EXPECT_LE(max_diff, self_max);
-  // Measured 0.368 (AVX2) against llama.cpp's own 0.365.
   EXPECT_LE(sum_of_maxima / positions, 1.1 * self_mean);
 }
 

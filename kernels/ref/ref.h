@@ -47,7 +47,7 @@ void matmul_quantized_activations(const TensorView& w, const float* x, int64_t n
 // (ggml_vec_dot_q4_1_q8_1 after quantize_row_q8_1): per block the 8 int32 sums of 4 products
 // (lane j: elements 4j..4j+3), acc[j] = fma(d_w * d_x, sum_j, acc[j]) block after block, the lanes
 // added as hsum_float_8 ((0+4) + (2+6)) + ((1+5) + (3+7)), plus sum_b fma(m_w, s_x) in f32. The
-// AVX-512 Q4_1 matmul equals it bit for bit; AVX2 sums in another order.
+// AVX-512 and AVX2 Q4_1 matmuls equal it bit for bit.
 void matmul_q4_1_as_ggml(const TensorView& w, const float* x, int64_t n_tokens, float* y);
 
 // --- The reference ops --------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 // Q8_0's signed codes go through the usual sign trick (|w| x sign(x, w)) instead of an offset.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "kernels/quant_blocks.h"
@@ -166,6 +167,10 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, in
   using Block = typename F::Block;
   const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
   __m256 acc[R][T];
+  // Q4_1/Q5_1: sum over blocks of m * s, kept apart from acc and fused per block, as
+  // ggml_vec_dot_q4_1_q8_1 / q5_1 do; with acc's lanes and hsum's order the result is llama.cpp's
+  // bit for bit (ref::matmul_q4_1_as_ggml).
+  float summs[R][T] = {};
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
   const int64_t prefetch = prefetch_distance(row_bytes);
@@ -181,8 +186,7 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, in
       __m256i corr = _mm256_setzero_si256();
       if constexpr (F::kOffset != 0)  // offset * (sum of the 4 codes of each lane)
         corr = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xv), _mm256_set1_epi16(F::kOffset));
-      __m256 xs;  // s / 8 in each lane: the 8 lanes sum to block_q8_1's s exactly
-      if constexpr (F::kHasMin) xs = _mm256_set1_ps(0.125f * xsb[t * xd_stride + b]);
+      const float xs = F::kHasMin ? xsb[t * xd_stride + b] : 0.0f;  // block_q8_1's s
       for (int r = 0; r < R; ++r) {
         __m256i s;
         if constexpr (F::kSigned)
@@ -190,12 +194,12 @@ void gemm32(const uint8_t* w, size_t row_bytes, int64_t nb, const int8_t* xq, in
         else
           s = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q[r], xv), ones16), corr);
         acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d[r] * dx), acc[r][t]);
-        if constexpr (F::kHasMin) acc[r][t] = _mm256_fmadd_ps(xs, _mm256_set1_ps(m[r]), acc[r][t]);
+        if constexpr (F::kHasMin) summs[r][t] = std::fma(m[r], xs, summs[r][t]);
       }
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]);
+    for (int t = 0; t < T; ++t) y[t * y_stride + r] = hsum(acc[r][t]) + summs[r][t];
 }
 
 // --- K-quants ----------------------------------------------------------------------------------

@@ -106,15 +106,17 @@ void softmax(float* x, int64_t n) {
   }
 }
 
+// ggml_vec_swiglu_f32: ggml_v_silu(gate) * up over whole chunks of 16, the n % 16 tail with expf
+// (ggml_silu_f32), as ggml.
 void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
   const __m512 one = _mm512_set1_ps(1.0f);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = tail_mask(n - i);
-    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
-    // ggml_v_silu then the product with up (ggml_vec_swiglu_f32).
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate + i);
     const __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, exp512_ggml(_mm512_sub_ps(_mm512_setzero_ps(), g))));
-    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, up + i)));
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(s, _mm512_loadu_ps(up + i)));
   }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + __builtin_expf(-gate[i])) * up[i];
 }
 
 }  // namespace sputnik::avx512
