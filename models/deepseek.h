@@ -52,9 +52,9 @@ enum class DeepSeekScoreFunc { Softmax, Sigmoid };
 // ranked by their best expert. NoauxTc: V3, selection on sigmoid + e_score_correction_bias,
 // groups ranked by the sum of their two best biased scores.
 enum class DeepSeekTopkMethod { Greedy, GroupLimitedGreedy, NoauxTc };
-// model.py's attn_impl. Auto picks, per sequence and batch, whichever costs fewer flops
-// (naive wins for long prefills, absorbed for decode) within a memory bound; see
-// auto_picks_naive() in deepseek_attention.cpp.
+// model.py's attn_impl. Auto picks absorbed for split wk_b / wv_b weights (measured faster for
+// prefill too) and otherwise, per sequence and batch, whichever costs fewer flops within a memory
+// bound; see auto_picks_naive() in deepseek_attention.cpp.
 enum class MlaPath { Auto, Naive, Absorbed };
 
 struct DeepSeekConfig {

@@ -106,7 +106,15 @@ constexpr int64_t kMaxGroupRows = 256;
 // positions); the absorbed path needs no per-head buffer at any length.
 constexpr double kNaiveMaxExpandedBytes = 256.0 * 1024 * 1024;
 
-bool auto_picks_naive(const DeepSeekConfig& c, double T, double end_pos) {
+// With split wk_b / wv_b (llama.cpp GGUFs) Auto always takes the absorbed path: its products
+// with wkv_b are per-head matmuls and its attention the fused kernel, while naive expands K by
+// dequantised rows (wk_b[h] is the transposed product). Measured on the DeepSeek-V2-Lite shape
+// (bench-v2-lite-L4-q4_0.gguf, pp512 at depth 0, 2 threads, alternating runs): absorbed 79 and
+// 107 tok/s, naive 47 and 59, although naive needs 40% fewer flops there. With a fused wkv_b the
+// naive expansion is one matmul and the absorbed fold goes by dequantised rows: flops decide.
+bool auto_picks_naive(const DeepSeekConfig& c, const DeepSeekLayerWeights& w, double T,
+                      double end_pos) {
+  if (w.split_kv_b) return false;
   const double expanded_bytes =
       end_pos * static_cast<double>(c.n_heads * (c.qk_nope_head_dim + c.v_head_dim)) *
       sizeof(float);
@@ -247,7 +255,7 @@ void deepseek_mla(const MlaContext& ctx, const DeepSeekLayerWeights& w, const fl
     const bool naive =
         ctx.path == MlaPath::Naive ||
         (ctx.path == MlaPath::Auto &&
-         auto_picks_naive(c, static_cast<double>(idx.size()), static_cast<double>(end_pos)));
+         auto_picks_naive(c, w, static_cast<double>(idx.size()), static_cast<double>(end_pos)));
     if (!naive) {
       absorbed.insert(absorbed.end(), idx.begin(), idx.end());
       continue;
