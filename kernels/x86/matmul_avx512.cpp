@@ -218,13 +218,15 @@ void gemm_q4_1_as_ggml(const uint8_t* w, size_t row_bytes, int64_t nb, const int
       if (pair) _mm_prefetch(reinterpret_cast<const char*>(b1) + prefetch, _MM_HINT_T0);
       q[p] = unpack_nibble_pair(b0->qs, b1->qs, pair);
       d[p] = pair_scales(b0->d, pair ? b1->d : 0);
-      m[p] = pair_scales(b0->m, pair ? b1->m : 0);
+      // 8 m: fma(8 m, s / 8) is fma(m, s) exactly (powers of two), and s / 8 is what the
+      // activations store, so the min term needs no multiply per token.
+      m[p] = _mm512_mul_ps(pair_scales(b0->m, pair ? b1->m : 0), _mm512_set1_ps(8.0f));
     }
     for (int t = 0; t < T; ++t) {
       const __m512i xv = _mm512_broadcast_i64x4(
           _mm256_load_si256(reinterpret_cast<const __m256i*>(xq + t * xq_stride + 32 * b)));
       const __m512 dx = _mm512_set1_ps(xd[t * xd_stride + 8 * b]);
-      const __m512 sx = _mm512_set1_ps(8.0f * xsv[t * xd_stride + 8 * b]);  // s (exact: s / 8 * 8)
+      const __m512 sx = _mm512_set1_ps(xsv[t * xd_stride + 8 * b]);  // s / 8
       for (int p = 0; p < P; ++p) {
         const __m512 sums = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q[p], xv));
         acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(d[p], dx), sums, acc[p][t]);
