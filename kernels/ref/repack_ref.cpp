@@ -8,11 +8,17 @@ namespace {
 
 constexpr int kR = kInterleaveRows;
 
-// qs[(k * 16 + r) * 4 + i] = row r's byte 4k + i (of n_bytes), xor `flip`.
+// qs[(k * 16 + r) * 4 + i] = row r's byte 4k + i (of n_bytes), each byte xor `flip`. Moves 4 bytes
+// at a time: loading takes seconds per GB otherwise.
 void interleave_codes(const uint8_t* const* row_qs, int n_bytes, uint8_t flip, uint8_t* qs) {
+  const uint32_t flip4 = flip * 0x01010101u;
   for (int k = 0; k < n_bytes / 4; ++k)
-    for (int r = 0; r < kR; ++r)
-      for (int i = 0; i < 4; ++i) qs[(k * kR + r) * 4 + i] = row_qs[r][4 * k + i] ^ flip;
+    for (int r = 0; r < kR; ++r) {
+      uint32_t v;
+      std::memcpy(&v, row_qs[r] + 4 * k, 4);
+      v ^= flip4;
+      std::memcpy(qs + (k * kR + r) * 4, &v, 4);
+    }
 }
 
 // Row r's byte j of the interleaved codes.
