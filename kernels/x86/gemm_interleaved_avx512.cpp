@@ -142,23 +142,30 @@ void tile32(const typename F::Block* w, int64_t nb, const int8_t* xq, int64_t co
 
 // --- Q4_K (super-blocks of 256, activations Q8_K) -------------------------------------------------
 
-// Sub-block j (elements 32j .. 32j+31) of the 16 rows: codes from vectors 8(j/2) + v, low nibbles
-// for even j, high for odd.
-template <int T, int kHigh>
-inline void subblock_k4(const BlockQ4_Kx16& w, int j, const int8_t* xq, int64_t cols, const __m512 dsc,
-                        const float* dx, int64_t dx_stride, __m512* acc) {
+// Chunk c (elements 64c .. 64c+63: sub-blocks 2c and 2c+1) of the 16 rows: vector 8c + v holds
+// codes 4v.. of sub-block 2c in its low nibbles and of sub-block 2c+1 in its high nibbles; each is
+// loaded once and feeds two independent sums per token.
+template <int T>
+inline void chunk_k4(const BlockQ4_Kx16& w, int c, const int8_t* xq, int64_t cols, const __m512 dsc_lo,
+                     const __m512 dsc_hi, const float* dx, int64_t dx_stride, __m512* acc) {
   const __m512i nibble = _mm512_set1_epi8(0x0F);
-  __m512i q[8];
+  __m512i lo_sum[T], hi_sum[T];
+  for (int t = 0; t < T; ++t) lo_sum[t] = hi_sum[t] = _mm512_setzero_si512();
   for (int v = 0; v < 8; ++v) {
-    const __m512i raw = _mm512_loadu_si512(w.qs + 64 * (8 * (j / 2) + v));
-    q[v] = _mm512_and_si512(kHigh ? _mm512_srli_epi16(raw, 4) : raw, nibble);
+    const __m512i raw = _mm512_loadu_si512(w.qs + 64 * (8 * c + v));
+    const __m512i lo = _mm512_and_si512(raw, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+#pragma GCC unroll 8  // keeps the sums in registers
+    for (int t = 0; t < T; ++t) {
+      const int8_t* xb = xq + t * cols + 64 * c + 4 * v;
+      lo_sum[t] = _mm512_dpbusd_epi32(lo_sum[t], lo, broadcast4(xb));
+      hi_sum[t] = _mm512_dpbusd_epi32(hi_sum[t], hi, broadcast4(xb + 32));
+    }
   }
-#pragma GCC unroll 8  // keeps acc[] in registers
+#pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
-    const int8_t* xb = xq + t * cols + 32 * j;
-    __m512i s = _mm512_setzero_si512();
-    for (int v = 0; v < 8; ++v) s = _mm512_dpbusd_epi32(s, q[v], broadcast4(xb + 4 * v));
-    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dsc, _mm512_set1_ps(dx[t * dx_stride])), acc[t]);
+    const __m512 d = _mm512_set1_ps(dx[t * dx_stride]);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo_sum[t]), _mm512_mul_ps(dsc_lo, d), acc[t]);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi_sum[t]), _mm512_mul_ps(dsc_hi, d), acc[t]);
   }
 }
 
@@ -185,10 +192,11 @@ void tile_k4(const BlockQ4_Kx16* w, int64_t nsb, const int8_t* xq, int64_t cols,
     }
     const int8_t* xsb = xq + kQKK * sb;
     for (int c = 0; c < 4; ++c) {
-      const __m512 sc_lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales + kR * 2 * c))));
-      subblock_k4<T, 0>(b, 2 * c, xsb, cols, _mm512_mul_ps(sc_lo, d), xd + sb, nsb, acc);
-      const __m512 sc_hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales + kR * (2 * c + 1)))));
-      subblock_k4<T, 1>(b, 2 * c + 1, xsb, cols, _mm512_mul_ps(sc_hi, d), xd + sb, nsb, acc);
+      const auto scales = [&](int j) {  // d * sc_j for the 16 rows
+        const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales + kR * j));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc)), d);
+      };
+      chunk_k4<T>(b, c, xsb, cols, scales(2 * c), scales(2 * c + 1), xd + sb, nsb, acc);
     }
   }
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
