@@ -52,7 +52,9 @@ class LlamaCppBench:
         import llama_cpp
 
         self.version = llama_cpp.__version__
-        n_batch = max(n_prompt, 1)
+        # The pp prompt goes in one batch; so does the depth context, 512 tokens at a time
+        # (llama-bench's n_ubatch), not token by token.
+        n_batch = max(n_prompt, 512)
         self.llm = llama_cpp.Llama(model, n_ctx=depth + max(n_prompt, n_gen) + 16, n_batch=n_batch,
                                    n_ubatch=n_batch, n_threads=threads, n_threads_batch=threads,
                                    logits_all=False, verbose=False)
