@@ -15,15 +15,22 @@ compare() {  # MODEL ARGS...
   echo "== $*" >&2
   python3 bench/compare_llamacpp.py "$@" --sputnik "$bin" | tee -a "$out"
 }
+# One process per thread count: llama.cpp's 2-thread figures came out 20-40% low when the same
+# Python process had run a 1-thread context first (seen on 2026-11-29; cause not found).
+compare_1_2() {  # MODEL ARGS...
+  local model="$1"; shift
+  compare "$model" -t 2 "$@"
+  compare "$model" -t 1 "$@"
+}
 
 : > "$out"
-compare "$models/SmolLM2-135M-Instruct.Q4_1.gguf" -t 1,2 -p 512 -n 128 -r 3
+compare_1_2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" -p 512 -n 128 -r 3
 compare "$models/bench/SmolLM2-135M-Instruct.Q4_1-q8_0.gguf" -t 2 -p 512 -n 128 -r 3
 for q in q8_0 q4_0 q4_k; do
-  compare "$models/bench/bench-r1-qwen-$q.gguf" -t 1,2 -p 512 -n 64 -r 3
+  compare_1_2 "$models/bench/bench-r1-qwen-$q.gguf" -p 512 -n 64 -r 3
 done
 for q in q4_0 q4_k q8_0; do
-  compare "$models/bench/bench-v2-lite-L4-$q.gguf" -t 1,2 -p 512 -n 64 -r 3
+  compare_1_2 "$models/bench/bench-v2-lite-L4-$q.gguf" -p 512 -n 64 -r 3
 done
 if [ "$quick" = 0 ]; then
   for q in q4_0 q4_k q8_0; do
