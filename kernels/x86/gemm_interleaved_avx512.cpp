@@ -69,24 +69,14 @@ void quantize_act32(const float* x, int64_t cols, int offset, int8_t* qs, float*
   }
 }
 
-// Blocks of 256 (Q8_K): codes, d = 1 / id, and per pair p of 32-element sub-blocks the two sums
+// Q8_K activations (quantize_act256) plus, per pair p of 32-element sub-blocks, the two sums
 // (int16, |sum| <= 32 * 127) packed into one int32: sub-block 2p low, 2p + 1 high.
-void quantize_act256(const float* x, int64_t cols, int8_t* qs, float* d, int32_t* pairs) {
-  for (int64_t b = 0; b < cols / kQKK; ++b, x += kQKK, qs += kQKK) {
-    __m512 m = _mm512_setzero_ps();
-    for (int j = 0; j < kQKK; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
-    const float amax = _mm512_reduce_max_ps(m);
-    const float idb = amax != 0 ? 127.f / amax : 0.0f;
-    d[b] = amax != 0 ? 1.0f / idb : 0.0f;
-    const __m512 id = _mm512_set1_ps(idb);
+void quantize_act256_pairs(const float* x, int64_t cols, int8_t* qs, float* d, int32_t* pairs) {
+  int16_t bsums[16];
+  for (int64_t b = 0; b < cols / kQKK; ++b) {
+    quantize_act256(x + b * kQKK, kQKK, qs + b * kQKK, d + b, bsums);
     int32_t sums[8];
-    for (int s = 0; s < 8; ++s) {
-      const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * s), id));
-      const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * s + 16), id));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * s), _mm512_cvtsepi32_epi8(q0));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * s + 16), _mm512_cvtsepi32_epi8(q1));
-      sums[s] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-    }
+    for (int s = 0; s < 8; ++s) sums[s] = bsums[2 * s] + bsums[2 * s + 1];
     for (int p = 0; p < 4; ++p)
       pairs[4 * b + p] = static_cast<int32_t>((static_cast<uint32_t>(sums[2 * p]) & 0xFFFF) |
                                               (static_cast<uint32_t>(sums[2 * p + 1]) << 16));
@@ -267,7 +257,7 @@ void matmul_k4(const TensorView& w, const float* x, int64_t n_tokens, float* y, 
   auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
   auto* xpairs = reinterpret_cast<int32_t*>(mem + qs_bytes + d_bytes);
   pool.parallel_for(n_tokens, [&](int64_t t, int) {
-    quantize_act256(x + t * cols, cols, xq + t * cols, xd + t * nsb, xpairs + t * nsb * 4);
+    quantize_act256_pairs(x + t * cols, cols, xq + t * cols, xd + t * nsb, xpairs + t * nsb * 4);
   });
   const auto* blocks = static_cast<const BlockQ4_Kx16*>(w.data);
   for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, pool, [&](int64_t g, int64_t t0, int T) {

@@ -24,6 +24,24 @@
 #include "kernels/x86/x86.h"
 
 namespace sputnik::avx512 {
+
+// Blocks of 256 (Q8_K): qs, d per block, bsums = 16 sums of 16 codes per block.
+void quantize_act256(const float* x, int64_t cols, int8_t* qs, float* d, int16_t* bsums) {
+  for (int64_t b = 0; b < cols / kQKK; ++b, x += kQKK, qs += kQKK) {
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < kQKK; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    const float amax = _mm512_reduce_max_ps(m);
+    const float idb = amax != 0 ? 127.f / amax : 0.0f;
+    d[b] = amax != 0 ? 1.0f / idb : 0.0f;
+    const __m512 id = _mm512_set1_ps(idb);
+    for (int j = 0; j < kQKK; j += 16) {
+      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), id));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + j), _mm512_cvtsepi32_epi8(q));
+      bsums[16 * b + j / 16] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+  }
+}
+
 namespace {
 
 // fp16 -> f32 with F16C (one vcvtph2ps; exact, as fp16_to_f32).
@@ -63,23 +81,6 @@ void quantize_act32(const float* x, int64_t cols, int8_t* qs, float* dvec, float
     std::memset(qs + 32 * nb, 0, 32);
     _mm256_storeu_ps(dvec + 8 * nb, _mm256_setzero_ps());
     _mm256_storeu_ps(svec + 8 * nb, _mm256_setzero_ps());
-  }
-}
-
-// Blocks of 256 (Q8_K): qs, d per block, bsums = 16 sums of 16 codes per block.
-void quantize_act256(const float* x, int64_t cols, int8_t* qs, float* d, int16_t* bsums) {
-  for (int64_t b = 0; b < cols / kQKK; ++b, x += kQKK, qs += kQKK) {
-    __m512 m = _mm512_setzero_ps();
-    for (int j = 0; j < kQKK; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
-    const float amax = _mm512_reduce_max_ps(m);
-    const float idb = amax != 0 ? 127.f / amax : 0.0f;
-    d[b] = amax != 0 ? 1.0f / idb : 0.0f;
-    const __m512 id = _mm512_set1_ps(idb);
-    for (int j = 0; j < kQKK; j += 16) {
-      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), id));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + j), _mm512_cvtsepi32_epi8(q));
-      bsums[16 * b + j / 16] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
-    }
   }
 }
 

@@ -30,6 +30,9 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
 }  // namespace avx2
 namespace avx512 {
 const KernelSet& kernel_set();
+// Activations as Q8_K blocks of 256 (ggml's quantize_row_q8_K): codes, d per block, and 16 sums of
+// 16 codes per block (kernels/x86/matmul_avx512.cpp; the interleaved Q4_K path uses it too).
+void quantize_act256(const float* x, int64_t cols, int8_t* qs, float* d, int16_t* bsums);
 // kernels.h attention_scores_f16 / attention_values_f16 (kernels/x86/attention_f16_avx512.cpp).
 void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, const float* q,
                           int64_t n_rows, bool single_token, float* scores);
