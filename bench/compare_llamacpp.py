@@ -15,9 +15,10 @@ The roofline is sputnik's measured read bandwidth at that thread count divided b
 generated token reads (active weights + cached K/V), the same figure for both engines.
 
 Usage: bench/compare_llamacpp.py MODEL [-t 1,2] [-p 512] [-n 128] [-d 0] [-r 3]
-                                 [--sputnik build/sputnik]
+                                 [--sputnik build/sputnik] [--one-at-a-time]
 """
 import argparse
+import gc
 import json
 import os
 import platform
@@ -99,6 +100,14 @@ class LlamaCppBench:
         return out
 
 
+def total_memory_bytes():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def mib(n):
     return n / 1048576
 
@@ -114,6 +123,9 @@ def main():
                     help="tokens already in the cache (random, untimed) before each pp and tg run")
     ap.add_argument("-r", "--repetitions", type=int, default=3)
     ap.add_argument("--sputnik", default=os.path.join(REPO, os.environ.get("BUILD_DIR", "build"), "sputnik"))
+    ap.add_argument("--one-at-a-time", action="store_true",
+                    help="run llama.cpp's repetitions, free it, then sputnik's (default when the file "
+                         "exceeds 40%% of RAM: both engines' copies would not fit together)")
     args = ap.parse_args()
     try:
         thread_counts = [int(t) for t in args.threads.split(",")]
@@ -125,32 +137,44 @@ def main():
     if not os.path.isfile(args.model):
         ap.error(f"no such model file: {args.model}")
 
+    one_at_a_time = args.one_at_a_time or os.path.getsize(args.model) > 0.4 * total_memory_bytes()
     ours, theirs, machine_by_threads = {}, {}, {}  # (threads, test) -> [tok/s]; threads -> JSON
     sputnik_memory = None
     version = None
+
+    def run_sputnik(threads):
+        nonlocal sputnik_memory
+        rates, data = sputnik_bench(args.sputnik, args.model, threads, args.n_prompt, args.n_gen,
+                                    args.n_depth)
+        best = machine_by_threads.get(threads)  # the best bandwidth probe of the repetitions
+        if best is None or data["machine"]["read_bandwidth_gbs"] > best["read_bandwidth_gbs"]:
+            machine_by_threads[threads] = data["machine"]
+        sputnik_memory = data["memory"]
+        for test, rate in rates.items():
+            ours.setdefault((threads, test), []).append(rate)
+
     for threads in thread_counts:
-        # Repetitions alternate between the engines, so a change in machine load hits both alike.
         llama = LlamaCppBench(args.model, threads, args.n_prompt, args.n_gen, args.n_depth)
         version = llama.version
         for rep in range(args.repetitions):
-            rates, data = sputnik_bench(args.sputnik, args.model, threads, args.n_prompt,
-                                        args.n_gen, args.n_depth)
-            best = machine_by_threads.get(threads)  # the best bandwidth probe of the repetitions
-            if best is None or data["machine"]["read_bandwidth_gbs"] > best["read_bandwidth_gbs"]:
-                machine_by_threads[threads] = data["machine"]
-            sputnik_memory = data["memory"]
-            for test, rate in rates.items():
-                ours.setdefault((threads, test), []).append(rate)
+            # Alternating repetitions let a change in machine load hit both engines alike.
+            if not one_at_a_time:
+                run_sputnik(threads)
             for test, rate in llama.run(warm_up=rep == 0).items():
                 theirs.setdefault((threads, test), []).append(rate)
         del llama
+        gc.collect()
+        if one_at_a_time:
+            for _ in range(args.repetitions):
+                run_sputnik(threads)
     llama_peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     any_machine = next(iter(machine_by_threads.values()))
     print(f"model: {os.path.basename(args.model)} | threads: {args.threads} | depth: {args.n_depth} | "
-          f"repetitions: {args.repetitions} (medians) | sputnik {os.path.relpath(args.sputnik, REPO)} "
+          f"repetitions: {args.repetitions} (medians; engines "
+          f"{'one after the other' if one_at_a_time else 'alternating'}) | sputnik {os.path.relpath(args.sputnik, REPO)} "
           f"(repo at {commit}, kernels {any_machine['kernel_isa']}) | llama-cpp-python {version} | "
           f"{platform.processor() or platform.machine()}")
     bytes_per_token = any_machine["tg_bytes_per_token"]
