@@ -2,7 +2,10 @@
 // weight type at real shapes, plus a plain memory-read baseline for the machine's bandwidth peak.
 //
 // Counters: weight_GB/s = bytes of weights read per second (decode is bound by this; compare with
-// BM_MemoryRead), GFLOP/s = 2 * rows * cols * n_tokens per second. Decode benchmarks rotate over
+// BM_MemoryRead), GFLOP/s = 2 * rows * cols * n_tokens per second; %bw and %compute = those as
+// shares of the machine's peaks measured at the same thread count (runtime/machine_probe.h: pinned
+// 4-stream read bandwidth; 8-bit VNNI dot-product peak for weights whose matmul quantises the
+// activations, f32 FMA peak otherwise). Decode benchmarks rotate over
 // enough copies of the weights (>= 512 MiB) that they come from DRAM, not the L3.
 //
 //   build-kern/bench/kernels_bench --benchmark_filter='Matvec' --benchmark_repetitions=5
@@ -10,6 +13,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstring>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,6 +22,7 @@
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
 #include "kernels/ref/repack.h"
+#include "runtime/machine_probe.h"
 
 namespace sputnik {
 namespace {
@@ -87,6 +92,20 @@ ThreadPool& pool(int n) {
 
 const char* kIsas[] = {"scalar", "avx2", "avx512"};
 
+struct MachinePeaks {
+  double read_bytes, f32_flops, int8_ops;  // per second
+};
+
+// Measured once per thread count (runtime/machine_probe.h), outside any timed loop.
+const MachinePeaks& machine_peaks(int threads) {
+  static std::map<int, MachinePeaks> peaks;
+  auto it = peaks.find(threads);
+  if (it == peaks.end())
+    it = peaks.emplace(threads, MachinePeaks{measure_read_bandwidth(threads), measure_f32_fma_peak(threads),
+                                             measure_int8_dot_peak(threads)}).first;
+  return it->second;
+}
+
 // Args: type, rows, cols, n_tokens, threads, isa (index into kIsas; -1 = detected), hot.
 void BM_Matmul(benchmark::State& state) {
   const auto type = static_cast<DType>(state.range(0));
@@ -110,9 +129,16 @@ void BM_Matmul(benchmark::State& state) {
     matmul(w.view(i++), x.data(), T, y.data(), pool(threads));
     benchmark::DoNotOptimize(y.data());
   }
-  const double bytes = static_cast<double>(w.base.row_bytes() * rows);
-  state.counters["weight_GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2e-9 * rows * cols * T, benchmark::Counter::kIsIterationInvariantRate);
+  const double bytes = static_cast<double>(w.base.row_bytes() * rows), flops = 2.0 * rows * cols * T;
+  const auto rate = benchmark::Counter::kIsIterationInvariantRate;
+  state.counters["weight_GB/s"] = benchmark::Counter(bytes * 1e-9, rate);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, rate);
+  // Shares of the machine's measured peaks at this thread count: read bandwidth, and the
+  // arithmetic the kernel runs on (8-bit dot products where activations are quantised).
+  const MachinePeaks& peak = machine_peaks(threads);
+  const double compute_peak = matmul_quantizes_activations(type) && peak.int8_ops > 0 ? peak.int8_ops : peak.f32_flops;
+  state.counters["%bw"] = benchmark::Counter(100 * bytes / peak.read_bytes, rate);
+  if (compute_peak > 0) state.counters["%compute"] = benchmark::Counter(100 * flops / compute_peak, rate);
   state.SetLabel(std::string(dtype_name(type)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
                  " T=" + std::to_string(T) + " " + kernel_isa() + " threads=" + std::to_string(threads));
   set_kernel_isa(before);

@@ -2,25 +2,22 @@
 // machine's measured read bandwidth and the decode roofline it implies, and peak resident memory
 // against the bytes the model needs (mapped weights + KV cache).
 #include <fmt/format.h>
-#include <pthread.h>
-#include <sched.h>
 #include <sys/resource.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <numeric>
 #include <random>
-#include <thread>
 
 #include "cli/cli.h"
 #include "core/threads.h"
 #include "kernels/kernels.h"
+#include "runtime/machine_probe.h"
 
 namespace sputnik::cli {
 
@@ -39,77 +36,6 @@ struct BenchOptions {
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// --- Read bandwidth ------------------------------------------------------------------------------
-
-// 64 bytes of 8 lanes; GCC lowers the arithmetic to the widest vectors the clone's target has.
-typedef uint64_t Lanes8 __attribute__((vector_size(64)));
-
-// XOR of `n_lines` 64-byte lines read as four independent streams (one per quarter of the range),
-// so the load units and the hardware prefetcher see several misses in flight, as a 4-row matvec
-// tile does. Cloned for AVX-512 (one zmm load per line), AVX2 and baseline x86-64; the loader
-// picks the clone once, by CPU. (Vectors stay inside: GCC 12 crashes on cloned vector returns.)
-__attribute__((target_clones("avx512f", "avx2", "default"))) uint64_t xor_lines(const Lanes8* lines,
-                                                                                 size_t n_lines) {
-  const size_t quarter = n_lines / 4;
-  const Lanes8 *a = lines, *b = lines + quarter, *c = lines + 2 * quarter, *d = lines + 3 * quarter;
-  Lanes8 sa{}, sb{}, sc{}, sd{};
-  for (size_t i = 0; i < quarter; ++i) {
-    sa ^= a[i];
-    sb ^= b[i];
-    sc ^= c[i];
-    sd ^= d[i];
-  }
-  sa ^= sb ^ sc ^ sd;
-  uint64_t x = 0;
-  for (int i = 0; i < 8; ++i) x ^= sa[i];
-  return x;
-}
-
-// Peak read bandwidth in bytes/s with `n_threads` threads: each is pinned to its own CPU (where
-// the OS allows) and reads its own slice of a 1 GiB buffer (several times any LLC we target, so
-// the bytes come from DRAM). Each trial starts when the last thread arrives at a spinning barrier
-// and lasts until the last thread ends; the best of several trials, as STREAM reports. The
-// calling thread only waits in join, so it takes no core from the readers.
-double measure_read_bandwidth(int n_threads) {
-  constexpr size_t kBufferBytes = size_t{1} << 30;
-  constexpr int kTrials = 7;
-  const size_t n_lines = kBufferBytes / sizeof(Lanes8);
-  std::unique_ptr<Lanes8[]> buffer(new Lanes8[n_lines]);
-  for (size_t i = 0; i < n_lines; ++i) buffer[i] = Lanes8{i, i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7};
-  const size_t lines_per_thread = n_lines / n_threads / 4 * 4;
-
-  std::atomic<int> arrived{0};
-  std::vector<double> starts(static_cast<size_t>(n_threads) * kTrials), ends(starts.size());
-  std::vector<uint64_t> sinks(n_threads);
-  auto reader = [&](int thread) {
-    cpu_set_t cpus;
-    CPU_ZERO(&cpus);
-    CPU_SET(thread % std::max(1u, std::thread::hardware_concurrency()), &cpus);
-    pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);  // best effort
-    const Lanes8* slice = buffer.get() + thread * lines_per_thread;
-    for (int t = 0; t < kTrials; ++t) {
-      arrived.fetch_add(1);
-      while (arrived.load() < n_threads * (t + 1)) {
-      }
-      starts[t * n_threads + thread] = now_seconds();
-      sinks[thread] ^= xor_lines(slice, lines_per_thread);
-      ends[t * n_threads + thread] = now_seconds();
-    }
-  };
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n_threads; ++i) threads.emplace_back(reader, i);
-  for (std::thread& th : threads) th.join();
-  double best = 0;
-  for (int t = 0; t < kTrials; ++t) {
-    const double start = *std::min_element(starts.begin() + t * n_threads, starts.begin() + (t + 1) * n_threads);
-    const double end = *std::max_element(ends.begin() + t * n_threads, ends.begin() + (t + 1) * n_threads);
-    best = std::max(best, n_threads * lines_per_thread * sizeof(Lanes8) / (end - start));
-  }
-  volatile uint64_t sink = 0;
-  for (uint64_t s : sinks) sink = sink + s;  // keeps the loads from being optimised away
-  return best;
 }
 
 // --- Timing --------------------------------------------------------------------------------------
