@@ -626,6 +626,7 @@ uint32_t ggml_from_dtype(DType dtype) {
     case DType::Q8_0x16:  // repacked in memory only (kernels.h repack_weight)
     case DType::Q4_0x16:
     case DType::Q4_Kx16:
+    case DType::Q5_0x16:
     case DType::Count: break;
   }
   return kGgmlTypeNone;

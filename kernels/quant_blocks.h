@@ -121,6 +121,19 @@ struct BlockQ4_0x16 {
 };
 static_assert(sizeof(BlockQ4_0x16) == kInterleaveRows * sizeof(BlockQ4_0));
 
+// Q5_0 x 16 rows: d[r]; qs = the low nibbles as in BlockQ4_0x16; qh[r * 4 + i] = the fifth bits of
+// row r that the bytes i of the 4 code vectors need: bit k = element 4k + i (low nibble of vector
+// k), bit 4 + k = element 16 + 4k + i (its high nibble). So the 64 qh bytes are one vector whose
+// lanes line up with the code vectors' lanes, and one shift brings each element's bit to bit 4
+// of its byte (left by 4 - k for vector k's low nibbles, right by k for its high ones).
+// Same 22 bytes per row as Q5_0.
+struct BlockQ5_0x16 {
+  uint16_t d[kInterleaveRows];
+  uint8_t qh[kInterleaveRows * 4];
+  uint8_t qs[kInterleaveRows * kQK / 2];
+};
+static_assert(sizeof(BlockQ5_0x16) == kInterleaveRows * sizeof(BlockQ5_0));
+
 // Q4_K x 16 rows: d[r], dmin[r]; scales[j * 16 + r] = 6-bit scale of sub-block j of row r;
 // mins[p * 32 + r * 2 + h] = 6-bit min of sub-block 2p + h of row r (pairs, so a widening to
 // int16 gives vpdpwssd's operand); qs = Q4_K's qs bytes interleaved (k < 32): vector 8c + v's low

@@ -268,7 +268,7 @@ INSTANTIATE_TEST_SUITE_P(AllIsas, OpsVsRef, ::testing::Values("scalar", "avx2", 
 
 // --- Interleaved (repacked) weights -----------------------------------------------------------------
 
-const DType kInterleavable[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K};
+const DType kInterleavable[] = {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K};
 
 // w repacked into the interleaved layout with the reference repacker, at a byte offset `misalign`.
 struct Repacked {
@@ -323,6 +323,7 @@ TEST(Interleaved, PreferredTypeFollowsTheIsa) {
     EXPECT_EQ(preferred_weight_type(DType::Q4_0), avx512 ? DType::Q4_0x16 : DType::Q4_0) << isa;
     EXPECT_EQ(preferred_weight_type(DType::Q8_0), avx512 ? DType::Q8_0x16 : DType::Q8_0) << isa;
     EXPECT_EQ(preferred_weight_type(DType::Q4_K), avx512 ? DType::Q4_Kx16 : DType::Q4_K) << isa;
+    EXPECT_EQ(preferred_weight_type(DType::Q5_0), avx512 ? DType::Q5_0x16 : DType::Q5_0) << isa;
     EXPECT_EQ(preferred_weight_type(DType::Q6_K), DType::Q6_K) << isa;
     EXPECT_EQ(preferred_weight_type(DType::F16), DType::F16) << isa;
   }

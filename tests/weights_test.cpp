@@ -12,6 +12,7 @@
 
 #include "formats/gguf_writer.h"
 #include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
 #include "models/weights.h"
 
@@ -31,6 +32,19 @@ std::vector<uint8_t> quantized(DType type, int64_t rows, int64_t cols, std::mt19
   return bytes;
 }
 
+// Q5_0 (no quantiser here): random codes and fifth bits, scales fp16 values in [0.01, 0.1).
+std::vector<uint8_t> random_q5_0(int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::vector<uint8_t> bytes(dtype_row_bytes(DType::Q5_0, cols) * rows);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : bytes) b = static_cast<uint8_t>(byte(rng));
+  std::uniform_real_distribution<float> scale(0.01f, 0.1f);
+  for (size_t at = 0; at < bytes.size(); at += sizeof(BlockQ5_0)) {
+    const uint16_t d = f32_to_fp16(scale(rng));
+    std::memcpy(bytes.data() + at, &d, 2);
+  }
+  return bytes;
+}
+
 class GetMatrix : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -43,6 +57,8 @@ class GetMatrix : public ::testing::Test {
     writer.add_tensor("q4_k", DType::Q4_K, {16, 256}, quantized(DType::Q4_K, 16, 256, rng));
     writer.add_tensor("q4_0_20_rows", DType::Q4_0, {20, 64}, quantized(DType::Q4_0, 20, 64, rng));
     writer.add_tensor("q6_k", DType::Q6_K, {16, 256}, quantized(DType::Q6_K, 16, 256, rng));
+    // As llama.cpp's Q4_K files store ffn_down_exps (rows of 1408 are no multiple of 256).
+    writer.add_tensor("q5_0_experts", DType::Q5_0, {2, 32, 96}, random_q5_0(64, 96, rng));
     ASSERT_TRUE(writer.write(path_).ok());
     saved_isa_ = kernel_isa();
   }
@@ -83,6 +99,7 @@ TEST_F(GetMatrix, RepacksWholeGroupsOnAvx512Only) {
         {"q4_k", {16, 256}, avx512 ? DType::Q4_Kx16 : DType::Q4_K},
         {"q4_0_20_rows", {20, 64}, DType::Q4_0},  // not whole 16-row groups: kept as stored
         {"q6_k", {16, 256}, DType::Q6_K},         // no interleaved form
+        {"q5_0_experts", {2, 32, 96}, avx512 ? DType::Q5_0x16 : DType::Q5_0},
     };
     for (const Case& c : cases) {
       auto stored = w.get(c.name, c.shape);

@@ -24,6 +24,25 @@ void interleave_codes(const uint8_t* const* row_qs, int n_bytes, uint8_t flip, u
 // Row r's byte j of the interleaved codes.
 uint8_t code_byte(const uint8_t* qs, int r, int j) { return qs[((j / 4) * kR + r) * 4 + j % 4]; }
 
+// Q5_0's fifth bits (bit j of qh = element j) regrouped by code byte (BlockQ5_0x16): byte i gets
+// elements 4k + i at bit k and 16 + 4k + i at bit 4 + k, for k < 4.
+void regroup_fifth_bits(uint32_t qh, uint8_t out[4]) {
+  for (int i = 0; i < 4; ++i) {
+    uint8_t byte = 0;
+    for (int k = 0; k < 4; ++k) {
+      byte |= static_cast<uint8_t>(((qh >> (4 * k + i)) & 1) << k);
+      byte |= static_cast<uint8_t>(((qh >> (16 + 4 * k + i)) & 1) << (4 + k));
+    }
+    out[i] = byte;
+  }
+}
+
+// Element j's fifth bit (0 or 1) of row r in a BlockQ5_0x16's qh: the inverse of regroup_fifth_bits.
+int fifth_bit(const uint8_t* qh, int r, int j) {
+  const int high = j / 16, k = (j % 16) / 4, i = j % 4;
+  return (qh[r * 4 + i] >> (4 * high + k)) & 1;
+}
+
 }  // namespace
 
 DType interleaved_type(DType plain) {
@@ -31,6 +50,7 @@ DType interleaved_type(DType plain) {
     case DType::Q8_0: return DType::Q8_0x16;
     case DType::Q4_0: return DType::Q4_0x16;
     case DType::Q4_K: return DType::Q4_Kx16;
+    case DType::Q5_0: return DType::Q5_0x16;
     default: return DType::Count;
   }
 }
@@ -40,6 +60,7 @@ DType plain_type(DType interleaved) {
     case DType::Q8_0x16: return DType::Q8_0;
     case DType::Q4_0x16: return DType::Q4_0;
     case DType::Q4_Kx16: return DType::Q4_K;
+    case DType::Q5_0x16: return DType::Q5_0;
     default: return DType::Count;
   }
 }
@@ -66,6 +87,18 @@ void repack_interleaved(DType plain, const void* src, int64_t rows, int64_t cols
         for (int r = 0; r < kR; ++r) {
           const auto* blk = reinterpret_cast<const BlockQ4_0*>(group + r * row_bytes) + b;
           o->d[r] = blk->d;
+          qs[r] = blk->qs;
+        }
+        interleave_codes(qs, kQK / 2, 0, o->qs);
+      } else if (plain == DType::Q5_0) {
+        auto* o = static_cast<BlockQ5_0x16*>(dst) + g * nb + b;
+        const uint8_t* qs[kR];
+        for (int r = 0; r < kR; ++r) {
+          const auto* blk = reinterpret_cast<const BlockQ5_0*>(group + r * row_bytes) + b;
+          o->d[r] = blk->d;
+          uint32_t qh;
+          std::memcpy(&qh, blk->qh, 4);
+          regroup_fifth_bits(qh, o->qh + 4 * r);
           qs[r] = blk->qs;
         }
         interleave_codes(qs, kQK / 2, 0, o->qs);
@@ -108,6 +141,17 @@ void dequantize_interleaved_row(DType type, const void* data, int64_t r, int64_t
         const uint8_t q = code_byte(blk.qs, lane, j);
         dst[kQK * b + j] = d * static_cast<float>((q & 15) - 8);
         dst[kQK * b + j + 16] = d * static_cast<float>((q >> 4) - 8);
+      }
+    }
+  } else if (type == DType::Q5_0x16) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const BlockQ5_0x16& blk = static_cast<const BlockQ5_0x16*>(data)[first + b];
+      const float d = fp16_to_f32(blk.d[lane]);
+      for (int j = 0; j < kQK / 2; ++j) {
+        const uint8_t q = code_byte(blk.qs, lane, j);
+        // Same arithmetic as dequant_q5_0: ((nibble | fifth bit << 4) - 16) * d.
+        dst[kQK * b + j] = static_cast<float>(((q & 15) | fifth_bit(blk.qh, lane, j) << 4) - 16) * d;
+        dst[kQK * b + j + 16] = static_cast<float>(((q >> 4) | fifth_bit(blk.qh, lane, j + 16) << 4) - 16) * d;
       }
     }
   } else if (type == DType::Q4_Kx16) {

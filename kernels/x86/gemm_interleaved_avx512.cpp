@@ -1,5 +1,5 @@
-// AVX-512 VNNI matmul over the interleaved weight layouts (DType::Q8_0x16 / Q4_0x16 / Q4_Kx16,
-// kernels/quant_blocks.h): y[t, r] = sum_c w[r, c] * x[t, c].
+// AVX-512 VNNI matmul over the interleaved weight layouts (DType::Q8_0x16 / Q4_0x16 / Q5_0x16 /
+// Q4_Kx16, kernels/quant_blocks.h): y[t, r] = sum_c w[r, c] * x[t, c].
 //
 // Why a second layout: over ggml's row-major blocks (matmul_avx512.cpp) each vpdpbusd covers one
 // row, so every 32-block costs per row and token a convert, a multiply and a horizontal layout of
@@ -11,8 +11,8 @@
 //
 // Exactness: activations are rounded to 8 bits per block exactly as ggml's quantize_row_q8_0
 // (blocks of 32) / q8_K (blocks of 256) do (ref::quantize_activation); the integer sums are exact:
-// codes stored with an offset (Q4_0's q - 8, Q8_0's q + 128) are corrected with the activation
-// block sums, Q4_K's mins with the activation's 32-element sums.
+// codes stored with an offset (Q4_0's q - 8, Q5_0's q - 16, Q8_0's q + 128) are corrected with the
+// activation block sums, Q4_K's mins with the activation's 32-element sums.
 #include <immintrin.h>
 
 // GCC 12 flags the deliberately undefined upper lanes inside its own cast/reduce intrinsics.
@@ -103,6 +103,27 @@ struct IQ4_0 {
       const __m512i raw = _mm512_loadu_si512(b.qs + 64 * k);
       q[k] = _mm512_and_si512(raw, nibble);                             // elements 4k .. 4k+3
       q[k + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);  // elements 16+4k ..
+    }
+  }
+};
+
+// Q4_0's nibbles plus the fifth bit from qh, whose byte i of each lane holds the bits for byte i
+// of every code vector (BlockQ5_0x16): a 16-bit shift brings vector k's bit to bit 4 of each byte
+// (left by 4 - k for the low nibbles, right by k for the high ones; the bits a 16-bit shift carries
+// across the byte boundary land below or above bit 4, which the mask drops).
+struct IQ5_0 {
+  using Block = BlockQ5_0x16;
+  static constexpr int kOffset = 16;
+  static void codes(const Block& b, __m512i q[8]) {
+    const __m512i nibble = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
+    const __m512i qh = _mm512_loadu_si512(b.qh);
+    // a | (b & c) per bit: the nibble with the masked fifth bit (vpternlogd truth table 0xF8).
+    constexpr int kOrAnd = 0xF8;
+    for (int k = 0; k < 4; ++k) {
+      const __m512i raw = _mm512_loadu_si512(b.qs + 64 * k);
+      const __m512i lo = _mm512_and_si512(raw, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+      q[k] = _mm512_ternarylogic_epi32(lo, _mm512_slli_epi16(qh, 4 - k), bit4, kOrAnd);
+      q[k + 4] = _mm512_ternarylogic_epi32(hi, _mm512_srli_epi16(qh, k), bit4, kOrAnd);
     }
   }
 };
@@ -273,6 +294,7 @@ void matmul_interleaved(const TensorView& w, const float* x, int64_t n_tokens, f
   switch (w.dtype) {
     case DType::Q8_0x16: return matmul32<IQ8_0>(w, x, n_tokens, y, pool);
     case DType::Q4_0x16: return matmul32<IQ4_0>(w, x, n_tokens, y, pool);
+    case DType::Q5_0x16: return matmul32<IQ5_0>(w, x, n_tokens, y, pool);
     case DType::Q4_Kx16: return matmul_k4(w, x, n_tokens, y, pool);
     default: return;  // dispatch only routes the interleaved types here
   }
