@@ -191,6 +191,25 @@ TEST_P(AttentionVsRef, KeyLimitsPerRow) {
   }
 }
 
+// Prefill groups: many query rows (tokens x heads, more than one 16-lane group of the AVX-512
+// chunk, with a partial last group) that see causal key ranges ending in different blocks.
+TEST_P(AttentionVsRef, PrefillGroupsOfManyRows) {
+  std::mt19937 rng(23);
+  ThreadPool pool2(2);
+  for (const int64_t n_keys : {20, 129, 600}) {
+    for (const int64_t heads : {3, 16}) {
+      const int64_t tokens = heads == 3 ? 13 : 5;  // 39 or 80 rows
+      std::vector<int64_t> limits;
+      for (int64_t t = 0; t < tokens; ++t)
+        limits.insert(limits.end(), heads, std::max<int64_t>(1, n_keys - 3 * (tokens - 1 - t)));
+      for (const DType type : {DType::F32, DType::F16}) {
+        expect_matches_definition({tokens * heads, 576, 512, n_keys, type, true}, rng, pool2, &limits);
+        expect_matches_definition({tokens * heads, 33, 18, n_keys, type, false}, rng, pool2, &limits);
+      }
+    }
+  }
+}
+
 // The ISA's chunk over a range that starts off a block boundary returns the same partial state
 // (running max, sum, unnormalised out) as ref::attention_chunk.
 TEST_P(AttentionVsRef, ChunkStateMatchesRef) {

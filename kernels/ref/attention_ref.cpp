@@ -25,6 +25,10 @@ constexpr int64_t kMinKeysPerChunk = 64;
 // Chunks per thread: more than one so a thread that is descheduled (or a slower core) delays the
 // token by a fraction of its share, not all of it.
 constexpr int64_t kChunksPerThread = 4;
+// ... unless the chunks' partial outputs (rows x dv floats each) would pass this size: beyond it
+// they spill out of L2, and writing and merging them costs more than the extra chunks save
+// (a prefill group of 256 rows x 512 has 512 KiB a chunk: 8 chunks took 1.3x the CPU time of 2).
+constexpr int64_t kMaxPartialBytes = int64_t{1} << 20;
 // Chunk lengths are multiples of the SIMD chunks' row blocks (32 rows), so only the last chunk
 // ends in a partial block.
 constexpr int64_t kChunkAlign = 32;
@@ -60,6 +64,8 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
   const int64_t H = a.n_heads, dv = a.dv;
   int64_t n_chunks = std::min<int64_t>((n_keys + kMinKeysPerChunk - 1) / kMinKeysPerChunk,
                                        kChunksPerThread * pool.size());
+  const int64_t partial_bytes = H * dv * static_cast<int64_t>(sizeof(float));
+  n_chunks = std::min(n_chunks, std::max<int64_t>(pool.size(), kMaxPartialBytes / partial_bytes));
   if (pool.size() == 1) n_chunks = 1;
   const int64_t per_chunk =
       ((n_keys + n_chunks - 1) / n_chunks + kChunkAlign - 1) / kChunkAlign * kChunkAlign;
@@ -80,7 +86,8 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
     pool.parallel_for(n_chunks, run);
   }
 
-  for (int64_t h = 0; h < H; ++h) {
+  // The merge, heads across the pool: a prefill group merges rows x dv values per chunk.
+  pool.parallel_for(H, [&](int64_t h, int) {
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t c = 0; c < n_chunks; ++c) m = std::max(m, base[c * stride + h]);
     float total = 0.0f;
@@ -96,7 +103,7 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
     }
     const float inv = 1.0f / total;
     for (int64_t i = 0; i < dv; ++i) o[i] *= inv;
-  }
+  });
 }
 
 void multi_query_attention_two_pass(const MultiQueryAttention& a, int64_t n_keys, float* out) {
