@@ -25,6 +25,7 @@ int64_t slice_step(const TensorView& w) {
 struct Slice {
   int32_t job;
   int64_t r0, r1;
+  double cost;
 };
 
 // Slices handed out per thread: enough that a thread slowed by the shared machine does not hold
@@ -56,9 +57,13 @@ void matmul_batch(std::span<const MatmulJob> jobs, ThreadPool& pool) {
     const auto target_rows = static_cast<int64_t>(slice_target / row_cost(j));
     const int64_t slice_rows = std::max<int64_t>(step, target_rows / step * step);
     for (int64_t r0 = 0; r0 < rows; r0 += slice_rows) {
-      slices.push_back({static_cast<int32_t>(i), r0, std::min(rows, r0 + slice_rows)});
+      const int64_t r1 = std::min(rows, r0 + slice_rows);
+      slices.push_back({static_cast<int32_t>(i), r0, r1, row_cost(j) * static_cast<double>(r1 - r0)});
     }
   }
+  // Largest first: threads take the next slice as they finish, so the small ones (a rarely chosen
+  // expert, a matrix's last rows) fill the gaps at the end instead of a big one starting last.
+  std::stable_sort(slices.begin(), slices.end(), [](const Slice& a, const Slice& b) { return a.cost > b.cost; });
   pool.parallel_for(static_cast<int64_t>(slices.size()), [&](int64_t task, int) {
     // Each slice is one single-threaded call of the active kernel set's matmul.
     thread_local ThreadPool inline_pool(1);

@@ -339,11 +339,29 @@ class WeightLoader {
     return !n.empty() && src_.has(n);
   }
   // A matmul weight: shape checked, and a dtype the kernels multiply (FP8 needs its scale).
+  // Repacked for the active kernels where that pays (WeightSource::get_matrix).
   Result<TensorView> matrix(const std::string& ours, int64_t layer,
                             std::initializer_list<int64_t> shape, int64_t expert = -1) const {
+    return weight(ours, layer, shape, expert, /*repack=*/true);
+  }
+  // A table read one row per token (the embeddings): kept as stored, so that only the rows of
+  // tokens actually seen are paged in from the mmap; repacking would read and keep all of it.
+  Result<TensorView> row_table(const std::string& ours, int64_t layer,
+                               std::initializer_list<int64_t> shape) const {
+    return weight(ours, layer, shape, -1, /*repack=*/false);
+  }
+  Result<std::vector<float>> vector(const std::string& ours, int64_t layer, int64_t n) const {
+    const std::string nm = name(ours, layer);
+    return src_.get_f32(nm, {n});
+  }
+
+ private:
+  Result<TensorView> weight(const std::string& ours, int64_t layer,
+                            std::initializer_list<int64_t> shape, int64_t expert,
+                            bool repack) const {
     const std::string n = name(ours, layer, expert);
     if (n.empty()) return make_error("{}: '{}' has no tensor in this format", src_.path(), ours);
-    SPUTNIK_ASSIGN_OR_RETURN(TensorView v, src_.get_matrix(n, shape));
+    SPUTNIK_ASSIGN_OR_RETURN(TensorView v, repack ? src_.get_matrix(n, shape) : src_.get(n, shape));
     if (v.dtype == DType::I32 || v.dtype == DType::I64 || v.dtype == DType::I8 ||
         v.dtype == DType::Q8_K) {
       return make_error("{}: tensor '{}' has dtype {}, which is not a weight type", src_.path(), n,
@@ -355,12 +373,7 @@ class WeightLoader {
     }
     return v;
   }
-  Result<std::vector<float>> vector(const std::string& ours, int64_t layer, int64_t n) const {
-    const std::string nm = name(ours, layer);
-    return src_.get_f32(nm, {n});
-  }
 
- private:
   const WeightSource& src_;
 };
 
@@ -477,7 +490,7 @@ Result<std::unique_ptr<Model>> load_deepseek(const ModelSource& source) {
   }
   WeightLoader wl(src);
   DeepSeekWeights w;
-  SPUTNIK_ASSIGN_OR_RETURN(w.embed, wl.matrix("embed", -1, {c.vocab_size, c.dim}));
+  SPUTNIK_ASSIGN_OR_RETURN(w.embed, wl.row_table("embed", -1, {c.vocab_size, c.dim}));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     SPUTNIK_ASSIGN_OR_RETURN(DeepSeekLayerWeights layer, load_block(wl, c, l));
     w.layers.push_back(std::move(layer));
@@ -492,7 +505,7 @@ Result<std::unique_ptr<Model>> load_deepseek(const ModelSource& source) {
     if (!wl.has("mtp.eh_proj", l)) break;
     DeepSeekMtpWeights m;
     if (wl.has("mtp.embed", l)) {
-      SPUTNIK_ASSIGN_OR_RETURN(m.embed, wl.matrix("mtp.embed", l, {c.vocab_size, c.dim}));
+      SPUTNIK_ASSIGN_OR_RETURN(m.embed, wl.row_table("mtp.embed", l, {c.vocab_size, c.dim}));
     } else {
       m.embed = w.embed;
     }
