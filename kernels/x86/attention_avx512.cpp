@@ -1,23 +1,25 @@
 // AVX-512 online-softmax attention chunk (ref::attention_chunk's contract) for
 // multi_query_attention, shaped like a small GEMM so that FMAs, not shuffles, horizontal sums or
 // per-row address arithmetic, make up the inner loops. Query heads go in groups of 16, one head
-// per vector lane; positions in blocks of kBlock = 16 rows. Per block:
-//   1. scores, per group of 16 heads: S[j] (16 lanes = 16 heads) = sum_i q_t[i] * k_j[i], with
-//      q_t the queries transposed once per call ([dk][16] per group, zero past the last head):
-//      16 row accumulators, one q_t load and 16 FMAs with a broadcast key element per dimension,
-//      no horizontal reduction. The first group widens (F16) or copies (F32) each 16-dimension
-//      chunk of the block's rows into kb[c][j][16] just before using it: for a fixed chunk every
-//      row sits at a constant offset from one pointer, and kb[c][j] is also the value vector
-//      v_j[16c ..] step 3 loads (MLA: 16 x 576 floats = 36 KiB, kept for all groups and step 3);
+// per vector lane; positions in blocks of kBlock = 16 rows. Per block and head group:
+//   1. scores S[j] (16 lanes = 16 heads) = sum_i q_t[i] * k_j[i], with q_t the queries
+//      transposed once per call ([dk][16] per group, zero past the last head): 16 row
+//      accumulators, one q_t load and 16 FMAs with a broadcast key element per dimension, no
+//      horizontal reduction. The first group widens (F16) or copies (F32) each 16-dimension chunk
+//      of the block's rows into kb[c][j][16] just before using it: for a fixed chunk every row
+//      sits at a constant offset from one pointer, and kb[c] is also the value chunk step 3
+//      reads (MLA: 16 x 576 floats = 36 KiB, kept for all groups);
 //   2. online softmax, still one head per lane: running max, sum and correction are vectors;
 //      masked rows (past the block end or a row's key_limit) are -inf and give p = 0;
-//   3. out[h] = out[h] * correction[h] + sum_j p[j, h] v_j as 4-head x 64-dimension register
-//      tiles (4 value loads and 4 broadcast p per 16 FMAs).
+//   3. out_t[c][i] = out_t[c][i] * correction + sum_j p[j] v_j[16c + i], the output kept
+//      transposed (one head per lane) so that this is the mirror of step 1: one p load and 16
+//      FMAs with a broadcast value element per row. out is out_t transposed back at the end.
 // Step 1 also prefetches the next block's cached rows into L2, spread over its dimension loop,
 // so that reading the cache from memory overlaps the arithmetic.
-// Single-thread CPU time at MLA's shape (16 heads, 576 / 512, f16 rows, 4096 positions): 2.05 ms
-// with the previous 4-head x 4-row dot-product tiles (horizontal sums, a 32-row f32 block that
-// spilled out of L1), 1.3 ms here; the FMA bound is ~0.75 ms.
+// Single-thread CPU time at MLA's shape (16 heads, 576 / 512, f16 rows; /tmp microbenchmark,
+// loaded machine): 4096 positions 2.05 ms with the previous 4-head x 4-row dot-product tiles
+// (horizontal sums, a 32-row f32 block spilling out of L1), 1.14 ms here (the FMA bound is
+// ~0.75 ms); a prefill group of 256 rows over 512 positions 3.3 -> 2.05 ms.
 //
 // Why not AVX512-BF16 (vdpbf16ps, 32 multiply-adds per instruction): on this CPU class it
 // issues about once per 2 cycles against two 16-lane f32 FMAs per cycle, so it does half the
@@ -149,6 +151,24 @@ inline void score_rows(const float* q_t, float* kb, int64_t chunks, __m512* s,
   for (int64_t j = 0; j < kBlock; ++j) s[j] = acc[j];
 }
 
+// o[i] = o[i] * corr + sum_j p[j] * v[j][i] for the 16 dimensions i of one value chunk, vectors
+// over the 16 heads of a group: p [kBlock][16] (heads), v [kBlock][16] (dimensions, as
+// gather_chunk lays out a chunk), o [16][16]. The mirror of score_rows: one p load and 16 FMAs
+// with a broadcast value element per row. first: o holds nothing yet (not read).
+inline void accumulate_values(const float* p, const float* v, __m512 corr, bool first, float* o) {
+  __m512 acc[kLanes];
+  for (int64_t i = 0; i < kLanes; ++i)
+    acc[i] = first ? _mm512_setzero_ps() : _mm512_mul_ps(_mm512_load_ps(o + i * kLanes), corr);
+#pragma GCC unroll 16
+  for (int64_t j = 0; j < kBlock; ++j) {
+    const __m512 pj = _mm512_load_ps(p + j * kLanes);
+#pragma GCC unroll 16
+    for (int64_t i = 0; i < kLanes; ++i)
+      acc[i] = _mm512_fmadd_ps(pj, _mm512_set1_ps(v[j * kLanes + i]), acc[i]);
+  }
+  for (int64_t i = 0; i < kLanes; ++i) _mm512_store_ps(o + i * kLanes, acc[i]);
+}
+
 // n floats at a 64-byte boundary, so that no vector load splits a cache line.
 class AlignedFloats {
  public:
@@ -169,8 +189,9 @@ struct ChunkScratch {
   AlignedFloats q_t;     // [groups][dk chunks * 16][16]
   AlignedFloats keys;    // [dk chunks][kBlock][16]
   AlignedFloats values;  // [dv chunks][kBlock][16] (values in rows of their own)
-  AlignedFloats p;       // [groups][kBlock][16]
-  AlignedFloats state;   // [3][groups][16]: running max, running sum, correction
+  AlignedFloats p;       // [kBlock][16]: exp(s - max) of the current group
+  AlignedFloats out_t;   // [groups][dv chunks][16][16]: out transposed, one head per lane
+  AlignedFloats state;   // [2][groups][16]: running max, running sum
 };
 
 }  // namespace
@@ -190,14 +211,12 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
     for (int64_t c = 0; c < k_chunks; ++c)
       transpose_16x16(a.q + (g * kLanes * dk + c * kLanes), dk, H - g * kLanes, dk - c * kLanes,
                       q_t + (g * k_chunks + c) * kLanes * kLanes);
-  // Step 3 reads value chunks in slabs of 4: buffers hold whole slabs (tails never stored).
-  const int64_t v_slab_chunks = (v_chunks + 3) / 4 * 4;
-  float* kb = s.keys.resize(std::max(k_chunks, values_in_keys ? v_slab_chunks : 0) * kBlock * kLanes);
-  float* vb = values_in_keys ? kb : s.values.resize(v_slab_chunks * kBlock * kLanes);
-  float* p_all = s.p.resize(groups * kBlock * kLanes);
-  float* run_max = s.state.resize(3 * groups * kLanes);
+  float* kb = s.keys.resize(k_chunks * kBlock * kLanes);
+  float* vb = values_in_keys ? kb : s.values.resize(v_chunks * kBlock * kLanes);
+  float* p = s.p.resize(kBlock * kLanes);
+  float* out_t = s.out_t.resize(groups * v_chunks * kLanes * kLanes);
+  float* run_max = s.state.resize(2 * groups * kLanes);
   float* run_sum = run_max + groups * kLanes;
-  float* correction = run_sum + groups * kLanes;
   std::fill(run_max, run_max + groups * kLanes, kNegInf);
   std::fill(run_sum, run_sum + groups * kLanes, 0.0f);
 
@@ -248,7 +267,6 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
       const __m512 ref_max = _mm512_maskz_mov_ps(seen, new_max);
       const __m512 corr = _mm512_maskz_mov_ps(seen, exp512(_mm512_sub_ps(old_max, ref_max)));
       __m512 block_sum = _mm512_setzero_ps();
-      float* p = p_all + g * kBlock * kLanes;
       for (int64_t j = 0; j < kBlock; ++j) {
         const __m512 pj = _mm512_maskz_mov_ps(visible[j], exp512(_mm512_sub_ps(sc[j], ref_max)));
         block_sum = _mm512_add_ps(block_sum, pj);
@@ -257,44 +275,22 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
       _mm512_store_ps(run_sum + g * kLanes,
                       _mm512_fmadd_ps(_mm512_load_ps(run_sum + g * kLanes), corr, block_sum));
       _mm512_store_ps(run_max + g * kLanes, new_max);
-      // Lanes not yet seen keep out = 0; any correction works for them, 1 keeps it simple.
-      _mm512_store_ps(correction + g * kLanes, _mm512_mask_mov_ps(_mm512_set1_ps(1.0f), seen, corr));
-    }
 
-    // 3. out = out * correction + P V, value dimensions outer so that a 64-wide slab of the
-    // block (4 KiB) stays in L1 while every head tile passes over it. All kBlock rows are summed:
-    // rows past the block end have p = 0 and zero values. Dimensions past dv (the slab's tail
-    // chunks: key elements or padding) are computed and not stored, heads past H likewise.
-    const bool first_block = j0 == begin;  // out is not read (nor zeroed beforehand)
-    for (int64_t c0 = 0; c0 < v_chunks; c0 += 4) {
-      __mmask16 dm[4];
-      for (int64_t c = 0; c < 4; ++c) dm[c] = tail_mask(dv - (c0 + c) * kLanes);
-      const float* v = vb + c0 * kBlock * kLanes;
-      for (int64_t h0 = 0; h0 < H; h0 += 4) {
-        // Heads h0..h0+3 are consecutive lanes of one group (16 is a multiple of 4).
-        const float* p = p_all + (h0 / kLanes) * kBlock * kLanes + h0 % kLanes;
-        const int64_t n_h = std::min<int64_t>(4, H - h0);
-        __m512 acc[4][4];
-        for (int64_t i = 0; i < 4; ++i) {
-          const __m512 corr = _mm512_set1_ps(correction[h0 + i]);
-          for (int64_t c = 0; c < 4; ++c)
-            acc[i][c] = i < n_h && !first_block
-                            ? _mm512_mul_ps(corr, _mm512_maskz_loadu_ps(dm[c], out + (h0 + i) * dv + (c0 + c) * kLanes))
-                            : _mm512_setzero_ps();
-        }
-#pragma GCC unroll 2
-        for (int64_t j = 0; j < kBlock; ++j) {
-          __m512 vv[4];
-          for (int64_t c = 0; c < 4; ++c) vv[c] = _mm512_load_ps(v + (c * kBlock + j) * kLanes);
-          for (int64_t i = 0; i < 4; ++i) {
-            const __m512 pj = _mm512_set1_ps(p[j * kLanes + i]);
-            for (int64_t c = 0; c < 4; ++c) acc[i][c] = _mm512_fmadd_ps(pj, vv[c], acc[i][c]);
-          }
-        }
-        for (int64_t i = 0; i < n_h; ++i)
-          for (int64_t c = 0; c < 4; ++c)
-            _mm512_mask_storeu_ps(out + (h0 + i) * dv + (c0 + c) * kLanes, dm[c], acc[i][c]);
-      }
+      // 3. out_t = out_t * correction + sum_j p[j] v_j, one 16-dimension chunk at a time. Rows
+      // past the block end have p = 0 (and zero values); lanes that have seen no key keep 0.
+      float* o = out_t + g * v_chunks * kLanes * kLanes;
+      for (int64_t c = 0; c < v_chunks; ++c)
+        accumulate_values(p, vb + c * kBlock * kLanes, corr, j0 == begin, o + c * kLanes * kLanes);
+    }
+  }
+  // out[h] = out_t transposed; dimensions past dv and heads past H are not stored.
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t c = 0; c < v_chunks; ++c) {
+      alignas(64) float rows[kLanes * kLanes];
+      transpose_16x16(out_t + (g * v_chunks + c) * kLanes * kLanes, kLanes, kLanes, kLanes, rows);
+      const __mmask16 dims = tail_mask(dv - c * kLanes);
+      for (int64_t l = 0; l < std::min(kLanes, H - g * kLanes); ++l)
+        _mm512_mask_storeu_ps(out + (g * kLanes + l) * dv + c * kLanes, dims, _mm512_load_ps(rows + l * kLanes));
     }
   }
   for (int64_t h = 0; h < H; ++h) {
