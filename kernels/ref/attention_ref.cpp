@@ -86,8 +86,9 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
     pool.parallel_for(n_chunks, run);
   }
 
-  // The merge, heads across the pool: a prefill group merges rows x dv values per chunk.
-  pool.parallel_for(H, [&](int64_t h, int) {
+  // The merge of head h. Across the pool when there is much to merge (a prefill group: rows x
+  // dv values per chunk); a decode token's few heads are merged here, saving a hand-out.
+  auto merge = [&](int64_t h, int) {
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t c = 0; c < n_chunks; ++c) m = std::max(m, base[c * stride + h]);
     float total = 0.0f;
@@ -103,7 +104,12 @@ void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttenti
     }
     const float inv = 1.0f / total;
     for (int64_t i = 0; i < dv; ++i) o[i] *= inv;
-  });
+  };
+  if (n_chunks * partial_bytes >= kMaxPartialBytes) {
+    pool.parallel_for(H, merge);
+  } else {
+    for (int64_t h = 0; h < H; ++h) merge(h, 0);
+  }
 }
 
 void multi_query_attention_two_pass(const MultiQueryAttention& a, int64_t n_keys, float* out) {
