@@ -1,5 +1,6 @@
 // Kernel benchmarks: matvec (decode, n_tokens = 1) and matmul (prefill, n_tokens = 64 / 512) per
-// weight type at real shapes, plus a plain memory-read baseline for the machine's bandwidth peak.
+// weight type at real shapes, decode attention over an f16 cache, plus a plain memory-read
+// baseline for the machine's bandwidth peak.
 //
 // Counters: weight_GB/s = bytes of weights read per second (decode is bound by this; compare with
 // BM_MemoryRead), GFLOP/s = 2 * rows * cols * n_tokens per second; %bw and %compute = those as
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
 #include "kernels/ref/repack.h"
 #include "runtime/machine_probe.h"
@@ -166,6 +168,46 @@ void BM_MemoryRead(benchmark::State& state) {
   state.counters["GB/s"] = benchmark::Counter(4e-9 * n, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// One decode token's f16-cache GQA attention (kernels.h attention_decode_f16) at the
+// R1-Distill-Qwen-1.5B shape (12 query heads, 2 kv heads, head_dim 128) over n_keys positions.
+// Args: n_keys, threads, isa (index into kIsas; -1 = detected). kv_GB/s: K and V bytes per second.
+void BM_AttentionDecodeF16(benchmark::State& state) {
+  const int64_t n_keys = state.range(0), n_heads = 12, n_kv_heads = 2, hd = 128;
+  const int threads = static_cast<int>(state.range(1));
+  const std::string before = kernel_isa();
+  if (state.range(2) >= 0 && !set_kernel_isa(kIsas[state.range(2)])) {
+    state.SkipWithError("ISA not available");
+    return;
+  }
+  const int64_t n_padded = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock * kAttentionValueBlock;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<uint16_t> k(n_kv_heads * n_keys * hd), v(n_kv_heads * n_padded * hd);
+  for (auto& x : k) x = f32_to_fp16(nd(rng));
+  for (auto& x : v) x = f32_to_fp16(nd(rng));
+  std::vector<float> q(n_heads * hd), scores(n_heads * n_padded), out(n_heads * hd);
+  for (auto& x : q) x = fp16_to_f32(f32_to_fp16(nd(rng)));
+  GroupedQueryAttentionF16 a;
+  a.q = q.data();
+  a.n_heads = n_heads;
+  a.n_kv_heads = n_kv_heads;
+  a.head_dim = hd;
+  a.keys = k.data();
+  a.key_head_stride = n_keys * hd;
+  a.values = v.data();
+  a.value_head_stride = n_padded * hd;
+  a.scale = 0.088f;
+  a.scores = scores.data();
+  for (auto _ : state) {
+    attention_decode_f16(a, n_keys, out.data(), pool(threads));
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double bytes = 2.0 * static_cast<double>(k.size() + v.size());
+  state.counters["kv_GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::to_string(n_keys) + " keys " + kernel_isa() + " threads=" + std::to_string(threads));
+  set_kernel_isa(before);
+}
+
 struct Shape {
   int64_t rows, cols;
 };
@@ -180,6 +222,14 @@ void register_all() {
                          DType::Q4_Kx16, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
                          DType::F8_E4M3};
   for (int threads : {1, 2}) benchmark::RegisterBenchmark("BM_MemoryRead", BM_MemoryRead)->Arg(threads)->UseRealTime();
+  for (int64_t n_keys : {128, 4096})
+    for (int threads : {1, 2})
+      for (int isa : {-1, 1})
+        benchmark::RegisterBenchmark("AttentionDecodeF16", BM_AttentionDecodeF16)
+            ->Args({n_keys, threads, isa})
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond)
+            ->MinTime(0.3);
   for (const DType t : types) {
     for (const Shape s : kShapes) {
       if (dtype_traits(t).block_elements == 256 && s.cols % 256) continue;  // 1408 = 5.5 x 256

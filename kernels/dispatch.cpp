@@ -117,6 +117,10 @@ void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim,
   if (active_is_avx512()) return avx512::attention_values_f16(v, n_blocks, head_dim, p, n_rows, single_token, out);
   ref::attention_values_f16(v, n_blocks, head_dim, p, n_rows, single_token, out);
 }
+void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool) {
+  if (active_is_avx512()) return avx512::attention_decode_f16(a, n_keys, out, pool);
+  ref::attention_decode_f16(a, n_keys, out, pool, active()->softmax);
+}
 
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
   active()->rms_norm(x, weight, eps, n, out);

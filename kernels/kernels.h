@@ -128,6 +128,31 @@ void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, c
 void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p,
                           int64_t n_rows, bool single_token, float* out);
 
+// One token's attention over an f16 cache for every query head of a GQA layer, as llama.cpp
+// computes it (flash attention off): query head h reads kv head h / (n_heads / n_kv_heads), and
+//   s = scale * (k q_h)   (attention_scores_f16's single-token order)
+//   p = f16(softmax(s))   (ggml's soft_max, the kernels.h softmax; p rounded to f16 as ggml does)
+//   out_h = v p           (attention_values_f16's single-token order, p zero past n_keys)
+// The same bits as those calls in sequence, but phased for decode: scores split over key chunks,
+// softmax over rows, values over output rows, every K and V element converted once per token.
+struct GroupedQueryAttentionF16 {
+  const float* q = nullptr;  // [n_heads, head_dim], f16 values
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;  // divides n_heads
+  int64_t head_dim = 0;
+  const uint16_t* keys = nullptr;  // kv head h: [n_keys, head_dim] rows from keys + h * key_head_stride
+  int64_t key_head_stride = 0;     // elements
+  // kv head h: ceil(n_keys / 64) blocks [head_dim, 64] (attention_values_f16's layout) from
+  // values + h * value_head_stride.
+  const uint16_t* values = nullptr;
+  int64_t value_head_stride = 0;  // elements
+  float scale = 1.0f;
+  // Scratch [n_heads, 64 ceil(n_keys / 64)]; holds the weights p on return.
+  float* scores = nullptr;
+};
+// out: [n_heads, head_dim]; n_keys >= 1.
+void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool);
+
 // --- Introspection -----------------------------------------------------------------------------
 
 // Which implementation set dispatch chose, e.g. "avx512" / "avx2" / "scalar".

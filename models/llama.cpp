@@ -320,8 +320,9 @@ class LlamaModel final : public Model {
       if (!s.key_cache.back() || !s.value_cache.back()) alloc_failed_ = true;
     }
     const int64_t group = c.n_heads / c.n_kv_heads;
-    // Scores rows, then one [group, block] slice of softmax weights.
-    s.scores.resize(static_cast<size_t>(pool_.size() * scores_per_thread()));
+    // Per thread: scores rows, then one [group, block] slice of softmax weights (a chunk's
+    // per-(token, kv head) tasks); or all heads' rows of one token (f16 decode).
+    s.scores.resize(static_cast<size_t>(std::max(pool_.size() * scores_per_thread(), c.n_heads * s.n_ctx_padded)));
     s.att_part.resize(static_cast<size_t>(pool_.size() * group * c.head_dim));
     // The attention's small matmuls run inside one parallel task: each task gets an inline pool.
     for (int i = 0; i < pool_.size(); ++i) inline_pools_.push_back(std::make_unique<ThreadPool>(1));
@@ -549,11 +550,45 @@ class LlamaModel final : public Model {
     tap("Vcur", layer, s.v.data(), T, kv_dim);
     // softmax(q k^T / sqrt(hd)) v per token and query head, causal: keys 0..pos of the token's
     // sequence. GQA: the `group` query heads h of kv head h / group are contiguous in q and
-    // att_out, so each (token, kv head) task is small matmuls straight on the cache: scores
-    // [group, n_keys] = q_group @ K^T, then att_out_group = P @ V over the value blocks (the tail
-    // of the last block gets weight 0). An f16 cache goes through kernels.h's attention_*_f16,
-    // which sum in llama.cpp's order; an f32 cache through matmul, block by block.
+    // att_out. An f16 cache sums in llama.cpp's order (kernels.h attention_*_f16).
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    if (f16 && T == 1) {
+      // One token over an f16 cache: the fused kernel splits keys, rows and value rows across the
+      // threads (one task per kv head would leave threads idle and convert K once per query head).
+      const BatchToken& b = batch[0];
+      GroupedQueryAttentionF16 a;
+      a.q = s.q.data();
+      a.n_heads = c.n_heads;
+      a.n_kv_heads = c.n_kv_heads;
+      a.head_dim = hd;
+      a.keys = reinterpret_cast<const uint16_t*>(key_cache) + cache_row(b.seq, 0, 0);
+      a.key_head_stride = s.n_ctx * hd;
+      a.values = reinterpret_cast<const uint16_t*>(value_cache) + value_block(b.seq, 0, 0);
+      a.value_head_stride = s.n_ctx_padded * hd;
+      a.scale = scale;
+      a.scores = s.scores.data();
+      attention_decode_f16(a, b.pos + 1, s.att_out.data(), pool_);
+    } else {
+      attention_per_kv_head(layer, batch, scale);
+    }
+    tap("kqv_out", layer, s.att_out.data(), T, q_dim);
+    matmul(l.wo, s.att_out.data(), T, s.proj.data(), pool_);  // proj = att_out @ wo.T  [T, dim]
+    tap("attn_out", layer, s.proj.data(), T, c.dim);
+  }
+
+  // The attention of a chunk of tokens (or over an f32 cache): each (token, kv head) task is small
+  // matmuls straight on the cache: scores [group, n_keys] = q_group @ K^T, then att_out_group =
+  // P @ V over the value blocks (the tail of the last block gets weight 0); an f16 cache through
+  // attention_scores_f16 / attention_values_f16, an f32 cache through matmul, block by block.
+  void attention_per_kv_head(int64_t layer, std::span<const BatchToken> batch, float scale) {
+    const LlamaConfig& c = config_;
+    LlamaRunState& s = state_;
+    const int64_t T = static_cast<int64_t>(batch.size());
+    const int64_t hd = c.head_dim, q_dim = c.n_heads * hd;
+    const uint8_t* key_cache = s.key_cache[static_cast<size_t>(layer)].get();
+    const uint8_t* value_cache = s.value_cache[static_cast<size_t>(layer)].get();
+    const bool f16 = s.kv_type == DType::F16;
+    const size_t elem = kv_elem_bytes();
     const int64_t group = c.n_heads / c.n_kv_heads, vb = kLlamaValueBlock;
     pool_.parallel_for(T * c.n_kv_heads, [&](int64_t task, int thread) {
       const int64_t t = task / c.n_kv_heads, kvh = task % c.n_kv_heads;
@@ -606,9 +641,6 @@ class LlamaModel final : public Model {
         if (blk > 0) axpy(1.0f, part, group * hd, out);
       }
     });
-    tap("kqv_out", layer, s.att_out.data(), T, q_dim);
-    matmul(l.wo, s.att_out.data(), T, s.proj.data(), pool_);  // proj = att_out @ wo.T  [T, dim]
-    tap("attn_out", layer, s.proj.data(), T, c.dim);
   }
 
   // LlamaMLP.forward: down(silu(gate(xb)) * up(xb)), xb [T, dim] -> proj [T, dim].

@@ -171,6 +171,85 @@ TEST(GgmlOrder, AttentionF16ProductsAreBitIdenticalToTheSpecOnEveryIsa) {
   EXPECT_GE(ran, 1);
 }
 
+// The fused decode attention gives the bits of its definition (the single-token products, softmax
+// and f16 rounding in sequence) on every ISA, for any thread count, over caches laid out with room
+// to spare (kv heads n_ctx rows apart), key counts on and off the 16/64/256 boundaries, head sizes
+// with and without a fast path, and groups of 1 to 7 query heads (several row passes).
+TEST(GgmlOrder, AttentionDecodeF16IsBitIdenticalToItsDefinitionOnEveryIsa) {
+  std::mt19937 rng(13);
+  struct Shape {
+    int64_t n_heads, n_kv_heads, head_dim;
+  };
+  const int ran = for_each_isa([&](const std::string& isa) {
+    for (const Shape shape : {Shape{12, 2, 128}, Shape{9, 3, 64}, Shape{14, 2, 128}, Shape{4, 4, 80}, Shape{8, 1, 256}}) {
+      for (int64_t n_keys : {1, 15, 16, 17, 64, 65, 200, 257, 700}) {
+        for (int threads : {1, 3}) {
+          ThreadPool pool(threads);
+          const int64_t hd = shape.head_dim, n_ctx = n_keys + 5;
+          const int64_t n_padded = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock * kAttentionValueBlock;
+          const int64_t ctx_padded = (n_ctx + kAttentionValueBlock - 1) / kAttentionValueBlock * kAttentionValueBlock;
+          const std::vector<uint16_t> k = random_f16(static_cast<size_t>(shape.n_kv_heads * n_ctx * hd), 1.0f, rng);
+          const std::vector<uint16_t> v = random_f16(static_cast<size_t>(shape.n_kv_heads * ctx_padded * hd), 1.0f, rng);
+          const std::vector<float> q = random_f16_values(static_cast<size_t>(shape.n_heads * hd), 1.0f, rng);
+          GroupedQueryAttentionF16 a;
+          a.q = q.data();
+          a.n_heads = shape.n_heads;
+          a.n_kv_heads = shape.n_kv_heads;
+          a.head_dim = hd;
+          a.keys = k.data();
+          a.key_head_stride = n_ctx * hd;
+          a.values = v.data();
+          a.value_head_stride = ctx_padded * hd;
+          a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+          std::vector<float> scores(static_cast<size_t>(shape.n_heads * n_padded), -1.0f), spec_scores(scores.size());
+          std::vector<float> out(static_cast<size_t>(shape.n_heads * hd), -1.0f), spec(out.size());
+          a.scores = spec_scores.data();
+          ref::attention_decode_f16(a, n_keys, spec.data(), pool, softmax);
+          a.scores = scores.data();
+          attention_decode_f16(a, n_keys, out.data(), pool);
+          const std::string where = isa + " heads " + std::to_string(shape.n_heads) + "/" +
+                                    std::to_string(shape.n_kv_heads) + " hd " + std::to_string(hd) + " keys " +
+                                    std::to_string(n_keys) + " threads " + std::to_string(threads);
+          for (size_t i = 0; i < scores.size(); ++i) {
+            ASSERT_EQ(std::bit_cast<uint32_t>(scores[i]), std::bit_cast<uint32_t>(spec_scores[i]))
+                << where << " weight " << i;
+          }
+          for (size_t i = 0; i < out.size(); ++i) {
+            ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(spec[i])) << where << " output " << i;
+          }
+          // The definition is attention: softmax(scale q k) v in double, to the f16 rounding of p.
+          const int64_t group = shape.n_heads / shape.n_kv_heads;
+          for (int64_t h = 0; h < shape.n_heads; ++h) {
+            const int64_t kvh = h / group;
+            std::vector<double> w(static_cast<size_t>(n_keys));
+            double max = -1e300, sum = 0;
+            for (int64_t j = 0; j < n_keys; ++j) {
+              double dot = 0;
+              for (int64_t c = 0; c < hd; ++c)
+                dot += double(fp16_to_f32(k[static_cast<size_t>((kvh * n_ctx + j) * hd + c)])) * q[h * hd + c];
+              w[j] = dot * a.scale;
+              max = std::max(max, w[j]);
+            }
+            for (double& x : w) sum += x = std::exp(x - max);
+            for (int64_t d = 0; d < hd; ++d) {
+              double exact = 0, magnitude = 0;
+              for (int64_t j = 0; j < n_keys; ++j) {
+                const int64_t at = kvh * ctx_padded * hd + (j / kAttentionValueBlock * hd + d) * kAttentionValueBlock +
+                                   j % kAttentionValueBlock;
+                const double term = w[j] / sum * fp16_to_f32(v[static_cast<size_t>(at)]);
+                exact += term;
+                magnitude += std::abs(term);
+              }
+              ASSERT_NEAR(out[h * hd + d], exact, 2e-3 * magnitude + 1e-6) << where << " head " << h << " d " << d;
+            }
+          }
+        }
+      }
+    }
+  });
+  EXPECT_GE(ran, 1);
+}
+
 // The two orders differ (else the single_token switch would be pointless): on random data some
 // scores round differently.
 TEST(GgmlOrder, VecDotAndTinyBlasOrdersDiffer) {

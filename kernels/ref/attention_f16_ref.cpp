@@ -1,10 +1,12 @@
 // The f16-cache attention products in llama.cpp's summation order (kernels.h
-// attention_scores_f16 / attention_values_f16), scalar: every SIMD lane of ggml's accumulators is
+// attention_scores_f16 / attention_values_f16, and attention_decode_f16 made of them), scalar: every SIMD lane of ggml's accumulators is
 // one float here, each lane's update one fused multiply-add (std::fma: exact in any build), and
 // the lanes are added in the order of GCC's _mm512_reduce_add_ps. Bit-identical to the AVX-512
 // version; the spec it is tested against.
 #include <cmath>
 #include <cstdint>
+
+#include "core/threads.h"
 
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
@@ -83,6 +85,25 @@ void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim,
       out[g * head_dim + d] = ggml_f16_dot(n, vec_dot, value, [&](int64_t j) { return pg[j]; });
     }
   }
+}
+
+void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool,
+                          void (*softmax)(float* x, int64_t n)) {
+  const int64_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
+  const int64_t n_blocks = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock;
+  const int64_t n_padded = n_blocks * kAttentionValueBlock;
+  pool.parallel_for(a.n_kv_heads, [&](int64_t kvh, int) {
+    const int64_t h0 = kvh * group;
+    for (int64_t h = h0; h < h0 + group; ++h) {
+      float* row = a.scores + h * n_padded;
+      attention_scores_f16(a.keys + kvh * a.key_head_stride, n_keys, hd, a.q + h * hd, 1, true, row);
+      for (int64_t j = 0; j < n_keys; ++j) row[j] *= a.scale;
+      softmax(row, n_keys);
+      for (int64_t j = 0; j < n_padded; ++j) row[j] = j < n_keys ? fp16_to_f32(f32_to_fp16(row[j])) : 0.0f;
+    }
+    attention_values_f16(a.values + kvh * a.value_head_stride, n_blocks, hd, a.scores + h0 * n_padded, group,
+                         true, out + h0 * hd);
+  });
 }
 
 }  // namespace sputnik::ref

@@ -80,5 +80,9 @@ void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim,
                           int64_t n_rows, bool single_token, float* out);
 // Whether a dot product of n elements takes ggml_vec_dot_f16's order (else tinyBLAS's).
 bool attention_f16_vec_dot_order(int64_t n, bool single_token);
+// kernels.h attention_decode_f16 as the calls it is defined by, one kv head per task, with the
+// given softmax (each ISA's rounds as its own).
+void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool,
+                          void (*softmax)(float* x, int64_t n));
 
 }  // namespace sputnik::ref

@@ -1,18 +1,21 @@
 // AVX-512 f16-cache attention products in llama.cpp's summation order (kernels.h
-// attention_scores_f16 / attention_values_f16; the scalar spec is kernels/ref/attention_f16_ref.cpp,
-// with the order spelled out). The same instructions as ggml's: vcvtph2ps, vfmadd231ps into
-// 16-lane accumulators, _mm512_reduce_add_ps.
+// attention_scores_f16 / attention_values_f16 / attention_decode_f16; the scalar spec is
+// kernels/ref/attention_f16_ref.cpp, with the order spelled out). The same instructions as ggml's:
+// vcvtph2ps, vfmadd231ps into 16-lane accumulators, _mm512_reduce_add_ps's additions.
 #include <immintrin.h>
 
 // GCC 12 flags the deliberately undefined upper lanes inside its own cast/reduce intrinsics.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include <algorithm>
 #include <cstdint>
 
+#include "core/threads.h"
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
+#include "kernels/x86/x86.h"
 
 namespace sputnik::avx512 {
 namespace {
@@ -21,9 +24,156 @@ inline __m512 load_f16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// ggml_vec_dot_f16's end: accumulators (0 + 2) + (1 + 3), reduced.
-inline float reduce_vec_dot(const __m512* acc) {
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3])));
+// ggml_vec_dot_f16's accumulators folded into one: (0 + 2) + (1 + 3).
+inline __m512 fold_vec_dot(const __m512* acc) {
+  return _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+}
+
+// ggml_vec_dot_f16's end: the folded accumulators, reduced.
+inline float reduce_vec_dot(const __m512* acc) { return _mm512_reduce_add_ps(fold_vec_dot(acc)); }
+
+// k . q over head_dim elements in ggml_vec_dot_f16's order (the n % 64 leftovers added in f64).
+float dot_vec_dot(const uint16_t* k, const float* q, int64_t head_dim) {
+  const int64_t np = head_dim / 64 * 64;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  for (int64_t i = 0; i < np; i += 64)
+    for (int a = 0; a < 4; ++a) acc[a] = _mm512_fmadd_ps(load_f16(k + i + 16 * a), _mm512_loadu_ps(q + i + 16 * a), acc[a]);
+  double sum = reduce_vec_dot(acc);
+  for (int64_t i = np; i < head_dim; ++i) sum += static_cast<double>(fp16_to_f32(k[i]) * q[i]);
+  return static_cast<float>(sum);
+}
+
+// Sixteen horizontal sums at once: lane i of the result is _mm512_reduce_add_ps(vector i) (vector
+// i at v + 16 i) to the bit, because every sum adds the same pairs as GCC's reduction (upper 256
+// bits + lower, upper 128 + lower, then lanes (0 + 2) + (1 + 3)); 30 shuffles and 15 adds instead
+// of 16 dependent chains. The tree leaves input slot 4k + i's sum in lane 4i + k, so slot s is fed
+// vector 4 (s % 4) + s / 4.
+inline __m512 reduce_add_16x16(const float* v) {
+  const auto slot = [v](int s) { return _mm512_load_ps(v + 16 * (4 * (s % 4) + s / 4)); };
+  __m512 halves[8];  // slots 2m, 2m + 1: upper 256 + lower, in lanes 0-7 and 8-15
+  for (int m = 0; m < 8; ++m) {
+    const __m512 a = slot(2 * m), b = slot(2 * m + 1);
+    halves[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  __m512 quarters[4];  // slots 4m..4m + 3: upper 128 + lower, one per 128-bit lane
+  for (int m = 0; m < 4; ++m) {
+    const __m512 a = halves[2 * m], b = halves[2 * m + 1];
+    quarters[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  __m512 pairs[2];  // per 128-bit lane: (0 + 2), (1 + 3) of two slots
+  for (int m = 0; m < 2; ++m) {
+    const __m512 a = quarters[2 * m], b = quarters[2 * m + 1];
+    pairs[m] = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  return _mm512_add_ps(_mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_ps(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Lanes [0, n) of 16 (none for n <= 0).
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+constexpr int64_t kKeyTile = 16;            // keys whose scores are reduced together
+constexpr int64_t kKeysPerTask = 256;       // decode scores: keys per parallel task
+constexpr int64_t kValueRowsPerTask = 16;   // decode values: output rows d per parallel task
+constexpr int64_t kMaxScoreRows = 8;        // query rows one key tile serves per pass
+constexpr int kMaxValueRows = 6;            // 6 x 4 accumulators + 4 V chunks fit the 32 zmm
+
+// scores[g * stride + j] = scale * (k_j . q_g) for j < n_keys, g < n_rows, in ggml_vec_dot_f16's
+// order, head_dim = 64 kChunks. Each key row is converted once into registers for all query rows;
+// the folded 16-lane sums of 16 keys wait in `folded` to be reduced together.
+template <int kChunks>
+void scores_vec_dot(const uint16_t* k, int64_t n_keys, const float* q, int64_t n_rows, float scale,
+                    float* scores, int64_t stride) {
+  constexpr int64_t hd = 64 * kChunks;
+  alignas(64) float folded[kMaxScoreRows][kKeyTile][16];
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int64_t j0 = 0; j0 < n_keys; j0 += kKeyTile) {
+    const int64_t n = std::min(kKeyTile, n_keys - j0);
+    for (int64_t g0 = 0; g0 < n_rows; g0 += kMaxScoreRows) {
+      const int64_t rows = std::min(kMaxScoreRows, n_rows - g0);
+      for (int64_t j = 0; j < kKeyTile; ++j) {
+        if (j >= n) {  // past the last key: lanes that are never stored
+          for (int64_t r = 0; r < rows; ++r) _mm512_store_ps(folded[r][j], _mm512_setzero_ps());
+          continue;
+        }
+        const uint16_t* kj = k + (j0 + j) * hd;
+        __m512 kv[4 * kChunks];
+        for (int c = 0; c < 4 * kChunks; ++c) kv[c] = load_f16(kj + 16 * c);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* qg = q + (g0 + r) * hd;
+          __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+          for (int c = 0; c < 4 * kChunks; ++c) acc[c % 4] = _mm512_fmadd_ps(kv[c], _mm512_loadu_ps(qg + 16 * c), acc[c % 4]);
+          _mm512_store_ps(folded[r][j], fold_vec_dot(acc));
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const __m512 sums = _mm512_mul_ps(reduce_add_16x16(&folded[r][0][0]), vscale);
+        _mm512_mask_storeu_ps(scores + (g0 + r) * stride + j0, first_lanes(n), sums);
+      }
+    }
+  }
+}
+
+void scaled_scores(const uint16_t* k, int64_t n_keys, int64_t head_dim, const float* q, int64_t n_rows,
+                   float scale, float* scores, int64_t stride) {
+  switch (head_dim) {
+    case 64: return scores_vec_dot<1>(k, n_keys, q, n_rows, scale, scores, stride);
+    case 128: return scores_vec_dot<2>(k, n_keys, q, n_rows, scale, scores, stride);
+    case 192: return scores_vec_dot<3>(k, n_keys, q, n_rows, scale, scores, stride);
+    case 256: return scores_vec_dot<4>(k, n_keys, q, n_rows, scale, scores, stride);
+    default:  // other head sizes: one score at a time
+      for (int64_t g = 0; g < n_rows; ++g)
+        for (int64_t j = 0; j < n_keys; ++j)
+          scores[g * stride + j] = dot_vec_dot(k + j * head_dim, q + g * head_dim, head_dim) * scale;
+  }
+}
+
+// out[r * head_dim] = v[d, :] . p[r, :] for r < kRows in ggml_vec_dot_f16's order: v points at row
+// d of the first value block, p's rows are p_stride apart. Each 16-position chunk of V is converted
+// once for all kRows rows.
+template <int kRows>
+void values_vec_dot(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
+                    float* out) {
+  constexpr int64_t vb = kAttentionValueBlock;
+  constexpr int64_t kPrefetchBlocks = 4;  // a row of each block is 128 B, 16 KiB from the last
+  const int64_t block_stride = head_dim * vb;
+  __m512 acc[kRows][4];
+  for (auto& r : acc)
+    for (__m512& a : r) a = _mm512_setzero_ps();
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint16_t* row = v + b * block_stride;
+    if (b + kPrefetchBlocks < n_blocks) {
+      const char* ahead = reinterpret_cast<const char*>(row + kPrefetchBlocks * block_stride);
+      _mm_prefetch(ahead, _MM_HINT_T0);
+      _mm_prefetch(ahead + 64, _MM_HINT_T0);
+    }
+    for (int c = 0; c < 4; ++c) {
+      const __m512 vc = load_f16(row + 16 * c);
+      for (int r = 0; r < kRows; ++r)
+        acc[r][c] = _mm512_fmadd_ps(vc, _mm512_loadu_ps(p + r * p_stride + b * vb + 16 * c), acc[r][c]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) out[r * head_dim] = reduce_vec_dot(acc[r]);
+}
+
+void values_rows(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
+                 int64_t n_rows, float* out) {
+  for (int64_t g0 = 0; g0 < n_rows; g0 += kMaxValueRows) {
+    const float* pg = p + g0 * p_stride;
+    float* og = out + g0 * head_dim;
+    switch (std::min<int64_t>(kMaxValueRows, n_rows - g0)) {
+      case 1: values_vec_dot<1>(v, n_blocks, head_dim, pg, p_stride, og); break;
+      case 2: values_vec_dot<2>(v, n_blocks, head_dim, pg, p_stride, og); break;
+      case 3: values_vec_dot<3>(v, n_blocks, head_dim, pg, p_stride, og); break;
+      case 4: values_vec_dot<4>(v, n_blocks, head_dim, pg, p_stride, og); break;
+      case 5: values_vec_dot<5>(v, n_blocks, head_dim, pg, p_stride, og); break;
+      default: values_vec_dot<6>(v, n_blocks, head_dim, pg, p_stride, og); break;
+    }
+  }
 }
 
 }  // namespace
@@ -31,7 +181,6 @@ inline float reduce_vec_dot(const __m512* acc) {
 void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, const float* q,
                           int64_t n_rows, bool single_token, float* scores) {
   const bool vec_dot = ref::attention_f16_vec_dot_order(head_dim, single_token);
-  const int64_t np = vec_dot ? head_dim / 64 * 64 : head_dim;
   for (int64_t g = 0; g < n_rows; ++g) {
     const float* qg = q + g * head_dim;
     for (int64_t j = 0; j < n_keys; ++j) {
@@ -42,13 +191,7 @@ void attention_scores_f16(const uint16_t* k, int64_t n_keys, int64_t head_dim, c
         scores[g * n_keys + j] = _mm512_reduce_add_ps(acc);
         continue;
       }
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (int64_t i = 0; i < np; i += 64)
-        for (int a = 0; a < 4; ++a)
-          acc[a] = _mm512_fmadd_ps(load_f16(kj + i + 16 * a), _mm512_loadu_ps(qg + i + 16 * a), acc[a]);
-      double sum = reduce_vec_dot(acc);
-      for (int64_t i = np; i < head_dim; ++i) sum += static_cast<double>(fp16_to_f32(kj[i]) * qg[i]);
-      scores[g * n_keys + j] = static_cast<float>(sum);
+      scores[g * n_keys + j] = dot_vec_dot(kj, qg, head_dim);
     }
   }
 }
@@ -80,6 +223,39 @@ void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim,
         out[g * head_dim + d + r] = vec_dot ? reduce_vec_dot(acc[r]) : _mm512_reduce_add_ps(acc[r][0]);
     }
   }
+}
+
+// Three parallel phases, each over independent outputs (so any split gives the spec's bits): the
+// scores of (kv head, 256 keys), the softmax of each query row, the values of (kv head, 16 rows d).
+void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool) {
+  const int64_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
+  const int64_t n_blocks = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock;
+  const int64_t n_padded = n_blocks * kAttentionValueBlock;
+  const int64_t key_chunks = (n_keys + kKeysPerTask - 1) / kKeysPerTask;
+  pool.parallel_for(a.n_kv_heads * key_chunks, [&](int64_t task, int) {
+    const int64_t kvh = task / key_chunks, j0 = task % key_chunks * kKeysPerTask;
+    scaled_scores(a.keys + kvh * a.key_head_stride + j0 * hd, std::min(kKeysPerTask, n_keys - j0), hd,
+                  a.q + kvh * group * hd, group, a.scale, a.scores + kvh * group * n_padded + j0, n_padded);
+  });
+  const auto softmax = kernel_set().softmax;
+  pool.parallel_for(a.n_heads, [&](int64_t h, int) {
+    float* row = a.scores + h * n_padded;
+    softmax(row, n_keys);
+    // ggml converts kq to f16 for kq @ v: round to nearest even through f16; zero past n_keys.
+    for (int64_t i = 0; i < n_padded; i += 16) {
+      const __m512 x = _mm512_maskz_loadu_ps(first_lanes(n_keys - i), row + i);
+      _mm512_storeu_ps(row + i, _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    }
+  });
+  const int64_t row_chunks = (hd + kValueRowsPerTask - 1) / kValueRowsPerTask;
+  pool.parallel_for(a.n_kv_heads * row_chunks, [&](int64_t task, int) {
+    const int64_t kvh = task / row_chunks, d0 = task % row_chunks * kValueRowsPerTask;
+    const uint16_t* v = a.values + kvh * a.value_head_stride;
+    for (int64_t d = d0; d < std::min(hd, d0 + kValueRowsPerTask); ++d) {
+      values_rows(v + d * kAttentionValueBlock, n_blocks, hd, a.scores + kvh * group * n_padded, n_padded, group,
+                  out + kvh * group * hd + d);
+    }
+  });
 }
 
 }  // namespace sputnik::avx512
