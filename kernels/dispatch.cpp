@@ -6,6 +6,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
@@ -141,6 +145,16 @@ ref::AttentionChunkFn attention_chunk_of(const KernelSet* s) {
 void multi_query_attention(const MultiQueryAttention& a, int64_t n_keys, float* out, ThreadPool& pool) {
   ref::multi_query_attention_split(attention_chunk_of(active()), a, n_keys, out, pool);
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+// MXCSR bits 15 (FTZ: denormal results become 0) and 6 (DAZ: denormal inputs read as 0).
+constexpr unsigned kFlushDenormalBits = 0x8040;
+FlushDenormals::FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushDenormalBits); }
+FlushDenormals::~FlushDenormals() { _mm_setcsr(saved_); }
+#else
+FlushDenormals::FlushDenormals() = default;
+FlushDenormals::~FlushDenormals() = default;
+#endif
 
 bool matmul_quantizes_activations(DType weight_type) {
   if (dtype_row_group(weight_type) > 1) return active_is_avx512();

@@ -153,6 +153,23 @@ struct GroupedQueryAttentionF16 {
 // out: [n_heads, head_dim]; n_keys >= 1.
 void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool);
 
+// While it lives, this thread's float arithmetic flushes denormals (|x| < 2^-126) to zero, as
+// inputs and as results (x86 MXCSR DAZ + FTZ; a no-op elsewhere); threads started meanwhile
+// inherit the mode. Why: an AVX-512 multiply or FMA that meets a denormal takes a microcode assist
+// (~100x slower); softmax weights of far-off keys and products of small activations underflow
+// into that range (bench-v2-lite-L4-q4_k.gguf pp512: a sixth of its prefill CPU time). Values
+// that small change no f32 sum they are added to.
+class FlushDenormals {
+ public:
+  FlushDenormals();
+  ~FlushDenormals();
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
 // --- Introspection -----------------------------------------------------------------------------
 
 // Which implementation set dispatch chose, e.g. "avx512" / "avx2" / "scalar".

@@ -576,8 +576,12 @@ DeepSeekModel::DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights,
       source_(std::move(source)),
       info_(std::move(info)) {
   const DeepSeekConfig& c = config_;
-  pool_ =
-      std::make_unique<ThreadPool>(options.n_threads > 0 ? options.n_threads : hardware_threads());
+  {
+    // The workers inherit the mode for good; the calling thread only while forward runs.
+    FlushDenormals flush;
+    pool_ = std::make_unique<ThreadPool>(options.n_threads > 0 ? options.n_threads
+                                                               : hardware_threads());
+  }
   rope_freqs_ = deepseek_rope_freqs(c);
   softmax_scale_ = c.softmax_scale();
   n_ctx_ = std::max<int64_t>(options.n_ctx, 1);
@@ -720,6 +724,7 @@ Status DeepSeekModel::forward(std::span<const BatchToken> batch, float* logits) 
 Status DeepSeekModel::forward_hidden(std::span<const BatchToken> batch, float* logits,
                                      float* hidden) {
   SPUTNIK_CHECK_OK(check_batch(batch, seq_len_));
+  const FlushDenormals flush;
   const DeepSeekConfig& c = config_;
   int64_t n_out = 0;
   for (size_t start = 0; start < batch.size(); start += kDeepSeekMaxChunk) {
@@ -759,6 +764,7 @@ Status DeepSeekModel::predict_next_next(std::span<const BatchToken> batch, const
                                         float* logits) {
   if (weights_.mtp.empty()) return make_error("{}: the checkpoint has no MTP module", info_.name);
   SPUTNIK_CHECK_OK(check_batch(batch, mtp_seq_len_));
+  const FlushDenormals flush;
   const DeepSeekConfig& c = config_;
   const DeepSeekMtpWeights& m = weights_.mtp[0];
   const int64_t dim = c.dim;

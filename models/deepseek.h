@@ -237,7 +237,9 @@ struct DeepSeekRunState {
   std::vector<float> moe_y;           // [T, dim]
 };
 
-constexpr int64_t kDeepSeekMaxChunk = 256;
+// 512, as llama.cpp's default n_ubatch: a 512-token prompt is one chunk, so each routed expert's
+// weights stream from memory once for it (64 experts, top-6: ~48 tokens each) instead of twice.
+constexpr int64_t kDeepSeekMaxChunk = 512;
 
 // Called with every named intermediate, its layer (-1: none; n_layers: the MTP module) and its
 // rows x cols f32 values, for comparing with the reference's saved activations. Names, per

@@ -566,24 +566,25 @@ TEST_P(deepseek_tiny, CachedDecodeEqualsFullForward) {
 }
 
 // A batch longer than kDeepSeekMaxChunk runs in chunks; the second chunk attends to the first's
-// cache rows. Same logits as three batches of 100.
+// cache rows. Same logits as three batches of a third.
 TEST_P(deepseek_tiny, BatchLongerThanAChunkEqualsShortBatches) {
-  auto m = load(dir_.string(), options(1, 320));
+  const int n = static_cast<int>(kDeepSeekMaxChunk) / 3 * 3 + 45, piece = n / 3;
+  auto m = load(dir_.string(), options(1, n + 20));
   ASSERT_TRUE(m);
   const int64_t V = m->info().vocab_size;
-  const auto tokens = some_tokens(300, 12, V);
+  const auto tokens = some_tokens(n, 12, V);
   ASSERT_GT(tokens.size(), static_cast<size_t>(kDeepSeekMaxChunk));
   const auto full = run_full(*m, tokens);
   m->truncate_sequence(0, 0);
   std::vector<float> pieces(tokens.size() * V);
-  for (int start = 0; start < 300; start += 100) {
+  for (int start = 0; start < n; start += piece) {
     std::vector<BatchToken> batch;
-    for (int i = start; i < start + 100; ++i) batch.push_back({tokens[i], i, 0, true});
+    for (int i = start; i < start + piece; ++i) batch.push_back({tokens[i], i, 0, true});
     ASSERT_TRUE(m->forward(batch, pieces.data() + start * V).ok());
   }
   const float d = rel_diff(pieces, full);
-  std::printf("[%s] 300-token batch (2 chunks) vs 3 batches of 100: %.3g\n",
-              variant_name(GetParam()), d);
+  std::printf("[%s] %d-token batch (2 chunks) vs 3 batches of %d: %.3g\n",
+              variant_name(GetParam()), n, piece, d);
   EXPECT_LT(d, kTol);
 }
 

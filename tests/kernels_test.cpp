@@ -22,6 +22,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -265,6 +266,26 @@ TEST_P(OpsVsRef, AllOps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, OpsVsRef, ::testing::Values("scalar", "avx2", "avx512"));
+
+// FlushDenormals: a denormal result is 0 inside the scope, in threads started inside it too, and
+// the mode is restored after it.
+TEST(FlushDenormals, FlushesInScopeAndInheritedThreadsOnly) {
+#if defined(__x86_64__) || defined(__i386__)
+  volatile float tiny = 1e-30f, factor = 1e-10f;  // product 1e-40: a denormal
+  auto product = [&] { return tiny * factor; };
+  ASSERT_GT(product(), 0.0f);
+  {
+    const FlushDenormals flush;
+    EXPECT_EQ(product(), 0.0f);
+    float in_thread = -1.0f;
+    std::thread([&] { in_thread = product(); }).join();
+    EXPECT_EQ(in_thread, 0.0f);
+  }
+  EXPECT_GT(product(), 0.0f);
+#else
+  GTEST_SKIP() << "no MXCSR";
+#endif
+}
 
 // --- Interleaved (repacked) weights -----------------------------------------------------------------
 
