@@ -237,9 +237,11 @@ struct DeepSeekRunState {
   std::vector<float> moe_y;           // [T, dim]
 };
 
-// 512, as llama.cpp's default n_ubatch: a 512-token prompt is one chunk, so each routed expert's
-// weights stream from memory once for it (64 experts, top-6: ~48 tokens each) instead of twice.
-constexpr int64_t kDeepSeekMaxChunk = 512;
+// 512 (llama.cpp's n_ubatch: pp512 in one chunk, each routed expert's weights streamed once)
+// measured no faster on bench-v2-lite-L4-q4_k.gguf (pp512, 2 threads, alternating runs:
+// 161 152 166 tok/s at 256, 164 163 146 at 512; the weight streams overlap the compute) and its
+// buffers take ~100 MiB more (peak RSS 1.09x -> 1.17x of the mapped weights).
+constexpr int64_t kDeepSeekMaxChunk = 256;
 
 // Called with every named intermediate, its layer (-1: none; n_layers: the MTP module) and its
 // rows x cols f32 values, for comparing with the reference's saved activations. Names, per
