@@ -129,6 +129,16 @@ struct KeyBlock {
   int64_t j0 = 0, nb = 0, width = 0;
 };
 
+// exp(x) for x <= 0 on the lanes of `keep`, 0 elsewhere and wherever exp(x) < 2^-64: a softmax
+// weight that small next to the running max's 1 changes no f32 sum, while a denormal weight
+// makes every FMA it enters (a whole 16-head vector here) take a microcode assist unless the
+// caller flushes denormals (unflushed, bench-v2-lite-L4-q4_k pp512 took 1.8x the CPU time).
+inline __m512 flushed_exp(__m512 x, __mmask16 keep) {
+  const __m512 lowest = _mm512_set1_ps(-44.3614196f);  // ln(2^-64)
+  keep &= _mm512_cmp_ps_mask(x, lowest, _CMP_GE_OQ);
+  return _mm512_maskz_mov_ps(keep, exp512(_mm512_max_ps(x, lowest)));
+}
+
 // S[j] = sum over dimension chunks of q_t[i] * kb[.][j][i]: scores of 16 rows for one head group.
 // q_t: [chunks * 16][16] (dimension-major, 16 heads per vector); kb as gather_chunk writes it.
 inline void score_rows(const float* q_t, float* kb, int64_t chunks, __m512* s,
@@ -265,10 +275,10 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
       // their p and correction come out 0 and their sum and out stay 0.
       const __mmask16 seen = _mm512_cmp_ps_mask(new_max, _mm512_set1_ps(kNegInf), _CMP_NEQ_OQ);
       const __m512 ref_max = _mm512_maskz_mov_ps(seen, new_max);
-      const __m512 corr = _mm512_maskz_mov_ps(seen, exp512(_mm512_sub_ps(old_max, ref_max)));
+      const __m512 corr = flushed_exp(_mm512_sub_ps(old_max, ref_max), seen);
       __m512 block_sum = _mm512_setzero_ps();
       for (int64_t j = 0; j < kBlock; ++j) {
-        const __m512 pj = _mm512_maskz_mov_ps(visible[j], exp512(_mm512_sub_ps(sc[j], ref_max)));
+        const __m512 pj = flushed_exp(_mm512_sub_ps(sc[j], ref_max), visible[j]);
         block_sum = _mm512_add_ps(block_sum, pj);
         _mm512_store_ps(p + j * kLanes, pj);
       }
