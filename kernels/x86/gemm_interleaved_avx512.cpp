@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/quant_blocks.h"
 #include "kernels/x86/scratch.h"
@@ -249,9 +250,24 @@ void with_tokens(int T, Fn&& fn) {
 // token tiles as even as possible (9 tokens: 5 + 4, not 8 + 1).
 template <class Tile>
 void for_group_tiles(int64_t groups, size_t group_bytes, int64_t n_tokens, ThreadPool& pool, Tile&& tile) {
+  if (n_tokens <= 0) return;
+  if (n_tokens <= kMaxTokens) {
+    // One pass over the weights (decode, small batches): slabs shrink as the groups run out, each
+    // 1 / (2 * threads) of what is left and at least one group (guided scheduling), so the threads
+    // finish within one small slab of each other while the first slabs stay long prefetched runs.
+    std::vector<int64_t> slab_ends;
+    for (int64_t begin = 0; begin < groups;) {
+      begin += std::max<int64_t>(1, (groups - begin) / (2 * pool.size()));
+      slab_ends.push_back(begin);
+    }
+    pool.parallel_for(static_cast<int64_t>(slab_ends.size()), [&](int64_t task, int) {
+      for (int64_t g = task == 0 ? 0 : slab_ends[task - 1]; g < slab_ends[task]; ++g)
+        tile(g, 0, static_cast<int>(n_tokens));
+    });
+    return;
+  }
   int64_t slab = std::max<int64_t>(1, (groups + 8 * pool.size() - 1) / (8 * pool.size()));
-  if (n_tokens > kMaxTokens)
-    slab = std::clamp<int64_t>(static_cast<int64_t>((256 * 1024) / group_bytes), 1, slab);
+  slab = std::clamp<int64_t>(static_cast<int64_t>((256 * 1024) / group_bytes), 1, slab);
   const int64_t n_tiles = (n_tokens + kMaxTokens - 1) / kMaxTokens;
   pool.parallel_for((groups + slab - 1) / slab, [&](int64_t task, int) {
     const int64_t g_begin = task * slab, g_end = std::min(groups, g_begin + slab);
