@@ -78,9 +78,11 @@ inline __mmask16 first_lanes(int64_t n) {
 
 constexpr int64_t kKeyTile = 16;            // keys whose scores are reduced together
 constexpr int64_t kKeysPerTask = 256;       // decode scores: keys per parallel task
-constexpr int64_t kValueRowsPerTask = 16;   // decode values: output rows d per parallel task
+constexpr int64_t kValueRowsPerTask = 8;    // decode values: output rows d per parallel task
+constexpr int64_t kValueChunkBlocks = 8;    // decode values: value blocks per pass (p in L1)
+constexpr int64_t kMaxValueGroup = 8;       // decode values: query rows whose accumulators a task keeps
 constexpr int64_t kMaxScoreRows = 8;        // query rows one key tile serves per pass
-constexpr int kMaxValueRows = 6;            // 6 x 4 accumulators + 4 V chunks fit the 32 zmm
+constexpr int64_t kMaxValueRows = 3;        // query rows per values pass (see values_vec_dot)
 
 // scores[g * stride + j] = scale * (k_j . q_g) for j < n_keys, g < n_rows, in ggml_vec_dot_f16's
 // order, head_dim = 64 kChunks. Each key row is converted once into registers for all query rows;
@@ -132,47 +134,73 @@ void scaled_scores(const uint16_t* k, int64_t n_keys, int64_t head_dim, const fl
   }
 }
 
-// out[r * head_dim] = v[d, :] . p[r, :] for r < kRows in ggml_vec_dot_f16's order: v points at row
-// d of the first value block, p's rows are p_stride apart. Each 16-position chunk of V is converted
-// once for all kRows rows.
-template <int kRows>
+// The accumulators of a values task: [row d - d0][query row][ggml_vec_dot_f16's 4], in L1 between
+// the passes over position chunks (a store and a load keep an f32 exactly).
+using ValueAccumulators = __m512[kValueRowsPerTask][kMaxValueGroup][4];
+
+// acc[i0 + i][r0 + r] += ggml_vec_dot_f16's steps over n_blocks value blocks of v[d + i, :] . p[r, :]
+// for r < kRows, i < kDs: v points at row d of the first block, p's rows are p_stride apart. Each
+// 16-position chunk of V is converted once for all kRows rows and each chunk of p loaded once for
+// all kDs rows of V; 3 x 2 tiles keep their 24 accumulators in zmm registers.
+template <int kRows, int kDs>
 void values_vec_dot(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
-                    float* out) {
+                    ValueAccumulators& acc_mem, int64_t i0, int64_t r0) {
   constexpr int64_t vb = kAttentionValueBlock;
-  constexpr int64_t kPrefetchBlocks = 4;  // a row of each block is 128 B, 16 KiB from the last
   const int64_t block_stride = head_dim * vb;
-  __m512 acc[kRows][4];
-  for (auto& r : acc)
-    for (__m512& a : r) a = _mm512_setzero_ps();
+  __m512 acc[kRows][kDs][4];
+  for (int r = 0; r < kRows; ++r)
+    for (int i = 0; i < kDs; ++i)
+      for (int c = 0; c < 4; ++c) acc[r][i][c] = acc_mem[i0 + i][r0 + r][c];
   for (int64_t b = 0; b < n_blocks; ++b) {
-    const uint16_t* row = v + b * block_stride;
-    if (b + kPrefetchBlocks < n_blocks) {
-      const char* ahead = reinterpret_cast<const char*>(row + kPrefetchBlocks * block_stride);
-      _mm_prefetch(ahead, _MM_HINT_T0);
-      _mm_prefetch(ahead + 64, _MM_HINT_T0);
-    }
+    const uint16_t* rows = v + b * block_stride;
     for (int c = 0; c < 4; ++c) {
-      const __m512 vc = load_f16(row + 16 * c);
-      for (int r = 0; r < kRows; ++r)
-        acc[r][c] = _mm512_fmadd_ps(vc, _mm512_loadu_ps(p + r * p_stride + b * vb + 16 * c), acc[r][c]);
+      __m512 vc[kDs];
+      for (int i = 0; i < kDs; ++i) vc[i] = load_f16(rows + i * vb + 16 * c);
+      for (int r = 0; r < kRows; ++r) {
+        const __m512 pc = _mm512_loadu_ps(p + r * p_stride + b * vb + 16 * c);
+        for (int i = 0; i < kDs; ++i) acc[r][i][c] = _mm512_fmadd_ps(vc[i], pc, acc[r][i][c]);
+      }
     }
   }
-  for (int r = 0; r < kRows; ++r) out[r * head_dim] = reduce_vec_dot(acc[r]);
+  for (int r = 0; r < kRows; ++r)
+    for (int i = 0; i < kDs; ++i)
+      for (int c = 0; c < 4; ++c) acc_mem[i0 + i][r0 + r][c] = acc[r][i][c];
 }
 
+// out[g, d] = v[d, :] . p[g, :] for d0 <= d < d1 (<= d0 + kValueRowsPerTask), g < n_rows, in
+// ggml_vec_dot_f16's order. Positions go in chunks of kValueChunkBlocks blocks, so that p's
+// chunk (re-read for every pair of rows d) stays in L1 instead of streaming from L2 per pair;
+// the accumulators wait in L1 between chunks. v: the first value block; out: row 0, column 0.
 void values_rows(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
-                 int64_t n_rows, float* out) {
-  for (int64_t g0 = 0; g0 < n_rows; g0 += kMaxValueRows) {
-    const float* pg = p + g0 * p_stride;
-    float* og = out + g0 * head_dim;
-    switch (std::min<int64_t>(kMaxValueRows, n_rows - g0)) {
-      case 1: values_vec_dot<1>(v, n_blocks, head_dim, pg, p_stride, og); break;
-      case 2: values_vec_dot<2>(v, n_blocks, head_dim, pg, p_stride, og); break;
-      case 3: values_vec_dot<3>(v, n_blocks, head_dim, pg, p_stride, og); break;
-      case 4: values_vec_dot<4>(v, n_blocks, head_dim, pg, p_stride, og); break;
-      case 5: values_vec_dot<5>(v, n_blocks, head_dim, pg, p_stride, og); break;
-      default: values_vec_dot<6>(v, n_blocks, head_dim, pg, p_stride, og); break;
+                 int64_t n_rows, int64_t d0, int64_t d1, float* out) {
+  constexpr int64_t vb = kAttentionValueBlock;
+  ValueAccumulators acc;
+  for (int64_t g0 = 0; g0 < n_rows; g0 += kMaxValueGroup) {
+    const int64_t rows = std::min(kMaxValueGroup, n_rows - g0);
+    for (int64_t i = 0; i < d1 - d0; ++i)
+      for (int64_t r = 0; r < rows; ++r)
+        for (__m512& a : acc[i][r]) a = _mm512_setzero_ps();
+    for (int64_t b0 = 0; b0 < n_blocks; b0 += kValueChunkBlocks) {
+      const int64_t nb = std::min(kValueChunkBlocks, n_blocks - b0);
+      for (int64_t d = d0; d < d1; d += 2) {
+        const uint16_t* vd = v + (b0 * head_dim + d) * vb;
+        for (int64_t r0 = 0; r0 < rows; r0 += kMaxValueRows) {
+          const float* pg = p + (g0 + r0) * p_stride + b0 * vb;
+          const int64_t tile = std::min(kMaxValueRows, rows - r0);
+          if (d + 1 < d1) {
+            if (tile == 1) values_vec_dot<1, 2>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
+            else if (tile == 2) values_vec_dot<2, 2>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
+            else values_vec_dot<3, 2>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
+          } else {
+            if (tile == 1) values_vec_dot<1, 1>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
+            else if (tile == 2) values_vec_dot<2, 1>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
+            else values_vec_dot<3, 1>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
+          }
+        }
+      }
     }
+    for (int64_t d = d0; d < d1; ++d)
+      for (int64_t r = 0; r < rows; ++r) out[(g0 + r) * head_dim + d] = reduce_vec_dot(acc[d - d0][r]);
   }
 }
 
@@ -226,7 +254,7 @@ void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim,
 }
 
 // Three parallel phases, each over independent outputs (so any split gives the spec's bits): the
-// scores of (kv head, 256 keys), the softmax of each query row, the values of (kv head, 16 rows d).
+// scores of (kv head, 256 keys), the softmax of each query row, the values of (kv head, 8 rows d).
 void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool) {
   const int64_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
   const int64_t n_blocks = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock;
@@ -250,11 +278,8 @@ void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, flo
   const int64_t row_chunks = (hd + kValueRowsPerTask - 1) / kValueRowsPerTask;
   pool.parallel_for(a.n_kv_heads * row_chunks, [&](int64_t task, int) {
     const int64_t kvh = task / row_chunks, d0 = task % row_chunks * kValueRowsPerTask;
-    const uint16_t* v = a.values + kvh * a.value_head_stride;
-    for (int64_t d = d0; d < std::min(hd, d0 + kValueRowsPerTask); ++d) {
-      values_rows(v + d * kAttentionValueBlock, n_blocks, hd, a.scores + kvh * group * n_padded, n_padded, group,
-                  out + kvh * group * hd + d);
-    }
+    values_rows(a.values + kvh * a.value_head_stride, n_blocks, hd, a.scores + kvh * group * n_padded, n_padded,
+                group, d0, std::min(hd, d0 + kValueRowsPerTask), out + kvh * group * hd);
   });
 }
 
