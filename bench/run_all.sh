@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs bench/compare_llamacpp.py over every benchmark model (the matrix in BENCHMARKS.md) and
 # appends each model's markdown table to $OUT (default bench/results-<commit>.md).
-# Needs the files of bench/models.md and llama-cpp-python; takes 30-40 minutes on 2 cores.
+# Needs the files of bench/models.md and llama-cpp-python; takes 40-50 minutes on 2 cores.
 #   bench/run_all.sh [--quick]   (--quick: the 4-layer V2-Lite files stand in for the 27-layer ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,12 @@ if [ "$quick" = 0 ]; then
     compare "$models/bench/bench-v2-lite-$q.gguf" -t 2 -p 512 -n 32 -r 2
   done
 fi
-# Long context: generation after 4096 tokens of context against after 128.
+# Long context: generation after 4096 tokens of context against after 128 (the 27-layer pair
+# fills 4096 tokens of context per sputnik repetition and once for llama.cpp: ~10 minutes).
+if [ "$quick" = 0 ]; then
+  compare "$models/bench/bench-v2-lite-q4_0.gguf" -t 2 -p 0 -n 16 -d 128 -r 2
+  compare "$models/bench/bench-v2-lite-q4_0.gguf" -t 2 -p 0 -n 16 -d 4096 -r 2
+fi
 compare "$models/bench/bench-v2-lite-L4-q4_0.gguf" -t 2 -p 0 -n 32 -d 128 -r 3
 compare "$models/bench/bench-v2-lite-L4-q4_0.gguf" -t 2 -p 0 -n 32 -d 4096 -r 2
 compare "$models/bench/bench-r1-qwen-q4_0.gguf" -t 2 -p 0 -n 32 -d 128 -r 3
