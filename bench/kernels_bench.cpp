@@ -216,9 +216,9 @@ struct Shape {
 constexpr Shape kShapes[] = {{1536, 8960}, {8960, 1536}, {2048, 1408}, {1408, 2048}};
 
 void register_all() {
-  // Q4_0x16 / Q8_0x16 / Q4_Kx16: the layouts the loader repacks Q4_0 / Q8_0 / Q4_K into on
-  // AVX-512 (kernels.h preferred_weight_type); compare with the rows of their plain types.
-  const DType types[] = {DType::Q4_0, DType::Q4_0x16, DType::Q4_1, DType::Q8_0, DType::Q8_0x16, DType::Q4_K,
+  // Q4_0x16 / Q4_1x16 / Q8_0x16 / Q4_Kx16: the layouts the loader repacks Q4_0 / Q4_1 / Q8_0 / Q4_K
+  // into on AVX-512 (kernels.h preferred_weight_type); compare with the rows of their plain types.
+  const DType types[] = {DType::Q4_0, DType::Q4_0x16, DType::Q4_1, DType::Q4_1x16, DType::Q8_0, DType::Q8_0x16, DType::Q4_K,
                          DType::Q4_Kx16, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
                          DType::F8_E4M3};
   for (int threads : {1, 2}) benchmark::RegisterBenchmark("BM_MemoryRead", BM_MemoryRead)->Arg(threads)->UseRealTime();

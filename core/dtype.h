@@ -26,12 +26,13 @@ enum class DType : uint8_t {
   I64,
   I8,
   // Weights repacked at load for the AVX-512 matmul: 16 rows interleaved per block
-  // (kernels/quant_blocks.h BlockQ8_0x16 / BlockQ4_0x16 / BlockQ4_Kx16 / BlockQ5_0x16). Never in a
-  // file.
+  // (kernels/quant_blocks.h BlockQ8_0x16 / BlockQ4_0x16 / BlockQ4_Kx16 / BlockQ5_0x16 /
+  // BlockQ4_1x16). Never in a file.
   Q8_0x16,
   Q4_0x16,
   Q4_Kx16,
   Q5_0x16,
+  Q4_1x16,
   Count,
 };
 
@@ -65,6 +66,7 @@ constexpr DTypeTraits dtype_traits(DType t) {
     case DType::Q4_0x16: return {"Q4_0x16", 32, 18};
     case DType::Q4_Kx16: return {"Q4_Kx16", 256, 148};
     case DType::Q5_0x16: return {"Q5_0x16", 32, 22};
+    case DType::Q4_1x16: return {"Q4_1x16", 32, 20};
     case DType::Count: break;
   }
   return {"?", 1, 0};
@@ -75,7 +77,8 @@ constexpr bool dtype_is_quantized(DType t) { return dtype_traits(t).block_elemen
 // Rows stored together: 16 for the interleaved types, whose views may start only at a multiple
 // of 16 rows; 1 for every other type.
 constexpr int64_t dtype_row_group(DType t) {
-  return t == DType::Q8_0x16 || t == DType::Q4_0x16 || t == DType::Q4_Kx16 || t == DType::Q5_0x16
+  return t == DType::Q8_0x16 || t == DType::Q4_0x16 || t == DType::Q4_Kx16 || t == DType::Q5_0x16 ||
+                 t == DType::Q4_1x16
              ? 16
              : 1;
 }

@@ -627,6 +627,7 @@ uint32_t ggml_from_dtype(DType dtype) {
     case DType::Q4_0x16:
     case DType::Q4_Kx16:
     case DType::Q5_0x16:
+    case DType::Q4_1x16:
     case DType::Count: break;
   }
   return kGgmlTypeNone;

@@ -33,8 +33,8 @@ bool matmul_quantizes_activations(DType weight_type);
 // --- Weight layout: repacking at load, row slices -------------------------------------------------
 
 // The type the active matmul multiplies fastest for `type` weights once repacked (repack_weight):
-// on AVX-512, Q8_0 / Q4_0 / Q4_K -> Q8_0x16 / Q4_0x16 / Q4_Kx16 (16 rows interleaved per block,
-// kernels/quant_blocks.h); `type` itself when repacking gains nothing (other types, AVX2, scalar).
+// on AVX-512, Q8_0 / Q4_0 / Q5_0 / Q4_1 / Q4_K -> Q8_0x16 / Q4_0x16 / Q5_0x16 / Q4_1x16 / Q4_Kx16
+// (16 rows interleaved per block, kernels/quant_blocks.h; Q4_1x16 keeps llama.cpp's bits); `type` itself when repacking gains nothing (other types, AVX2, scalar).
 // Every kernel set multiplies every layout; the interleaved ones are slow outside AVX-512.
 DType preferred_weight_type(DType type);
 // Writes w (a plain type with an interleaved form; w.rows() a multiple of 16) repacked as

@@ -134,6 +134,17 @@ struct BlockQ5_0x16 {
 };
 static_assert(sizeof(BlockQ5_0x16) == kInterleaveRows * sizeof(BlockQ5_0));
 
+// Q4_1 x 16 rows: d[r], m[r]; qs as in BlockQ4_0x16. That is also the grouping of ggml's Q4_1 dot
+// product (ggml_vec_dot_q4_1_q8_1: 8 int32 lanes, lane j < 4 = elements 4j..4j+3, lane j + 4 =
+// elements 16+4j..16+4j+3): code vector k's low nibbles give lane k of all 16 rows in one
+// vpdpbusd, its high nibbles lane k + 4, so the kernel keeps ggml's per-lane float chains exactly.
+struct BlockQ4_1x16 {
+  uint16_t d[kInterleaveRows];
+  uint16_t m[kInterleaveRows];
+  uint8_t qs[kInterleaveRows * kQK / 2];
+};
+static_assert(sizeof(BlockQ4_1x16) == kInterleaveRows * sizeof(BlockQ4_1));
+
 // Q4_K x 16 rows: d[r], dmin[r]; scales[j * 16 + r] = 6-bit scale of sub-block j of row r;
 // mins[p * 32 + r * 2 + h] = 6-bit min of sub-block 2p + h of row r (pairs, so a widening to
 // int16 gives vpdpwssd's operand); qs = Q4_K's qs bytes interleaved (k < 32): vector 8c + v's low

@@ -223,6 +223,7 @@ bool is_matmul_dtype(DType t) {
     case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K:
     case DType::Q6_K: case DType::F8_E4M3:
     case DType::Q8_0x16: case DType::Q4_0x16: case DType::Q4_Kx16: case DType::Q5_0x16:  // repacked by get_matrix
+    case DType::Q4_1x16:
       return true;
     default:
       return false;

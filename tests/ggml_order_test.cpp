@@ -1,6 +1,7 @@
 // The kernels that reproduce llama.cpp's (ggml-cpu's) arithmetic bit for bit, each against its
-// scalar spec in kernels/ref/: the Q4_1 matmul (AVX-512) and the f16 attention products (every
-// ISA). tests/llamacpp_golden_test.cpp checks the whole forward pass against llama.cpp itself.
+// scalar spec in kernels/ref/: the Q4_1 matmul (AVX-512, on the row-major and the interleaved
+// Q4_1x16 layout) and the f16 attention products (every ISA). tests/llamacpp_golden_test.cpp
+// checks the whole forward pass against llama.cpp itself.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -13,6 +14,7 @@
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/ref/ref.h"
+#include "kernels/ref/repack.h"
 
 namespace sputnik {
 namespace {
@@ -52,6 +54,18 @@ std::vector<uint16_t> random_f16(size_t n, float scale, std::mt19937& rng) {
   return v;
 }
 
+// Random Q4_1 rows: every code, positive d, signed m (as real files hold).
+std::vector<BlockQ4_1> random_q4_1(int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::vector<BlockQ4_1> blocks(static_cast<size_t>(rows * cols / kQK));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (BlockQ4_1& b : blocks) {
+    b.d = f32_to_fp16(std::abs(random_floats(1, 0.02f, rng)[0]));
+    b.m = f32_to_fp16(random_floats(1, 0.1f, rng)[0]);
+    for (uint8_t& q : b.qs) q = static_cast<uint8_t>(byte(rng));
+  }
+  return blocks;
+}
+
 TEST(GgmlOrder, Q4_1MatmulIsBitIdenticalToTheGgmlSpec) {
   std::mt19937 rng(7);
   ThreadPool pool(2);
@@ -60,14 +74,7 @@ TEST(GgmlOrder, Q4_1MatmulIsBitIdenticalToTheGgmlSpec) {
     if (isa == "scalar") return;
     for (int64_t rows : {1, 3, 4, 5, 13, 64}) {
       for (int64_t cols : {32, 64, 96, 576}) {
-        const int64_t nb = cols / kQK;
-        std::vector<BlockQ4_1> blocks(static_cast<size_t>(rows * nb));
-        std::uniform_int_distribution<int> byte(0, 255);
-        for (BlockQ4_1& b : blocks) {
-          b.d = f32_to_fp16(std::abs(random_floats(1, 0.02f, rng)[0]));
-          b.m = f32_to_fp16(random_floats(1, 0.1f, rng)[0]);
-          for (uint8_t& q : b.qs) q = static_cast<uint8_t>(byte(rng));
-        }
+        std::vector<BlockQ4_1> blocks = random_q4_1(rows, cols, rng);
         TensorView w;
         w.dtype = DType::Q4_1;
         w.n_dims = 2;
@@ -91,6 +98,56 @@ TEST(GgmlOrder, Q4_1MatmulIsBitIdenticalToTheGgmlSpec) {
     }
   });
   EXPECT_GE(ran, 1);
+}
+
+// The interleaved layout the loader repacks Q4_1 into on AVX-512 gives the spec's bits too, for
+// whole matrices and 16-row slices, decode and prefill token counts (tiles of 1 and 2 tokens,
+// odd counts), on 1 and 3 threads (guided decode slabs, prefill slabs).
+TEST(GgmlOrder, Q4_1x16MatmulIsBitIdenticalToTheGgmlSpec) {
+  const std::string before = kernel_isa();
+  if (!set_kernel_isa("avx512")) GTEST_SKIP() << "CPU lacks avx512";
+  std::mt19937 rng(17);
+  ThreadPool pool1(1), pool3(3);
+  int checked = 0;
+  for (const int64_t rows : {16, 48, 160}) {
+    for (const int64_t cols : {32, 96, 576, 1536}) {
+      std::vector<BlockQ4_1> blocks = random_q4_1(rows, cols, rng);
+      TensorView plain;
+      plain.dtype = DType::Q4_1;
+      plain.n_dims = 2;
+      plain.shape = {rows, cols, 0, 0};
+      plain.data = blocks.data();
+      ASSERT_EQ(ref::interleaved_type(DType::Q4_1), DType::Q4_1x16);
+      std::vector<uint8_t> packed_bytes(plain.bytes());
+      ref::repack_interleaved(DType::Q4_1, plain.data, rows, cols, packed_bytes.data());
+      TensorView packed = plain;
+      packed.dtype = DType::Q4_1x16;
+      packed.data = packed_bytes.data();
+      for (const int64_t r0 : {int64_t{0}, int64_t{16}}) {
+        if (r0 >= rows) continue;
+        const TensorView p = r0 == 0 ? packed : slice_rows(packed, r0, rows);
+        const TensorView w = r0 == 0 ? plain : slice_rows(plain, r0, rows);
+        const int64_t n = rows - r0;
+        for (int64_t n_tokens = 1; n_tokens <= 20; ++n_tokens) {
+          if (rows * cols > 20000 && n_tokens % 4 != 1 && n_tokens != 2) continue;
+          const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 1.0f, rng);
+          std::vector<float> spec(static_cast<size_t>(n_tokens * n));
+          ref::matmul_q4_1_as_ggml(w, x.data(), n_tokens, spec.data());
+          for (ThreadPool* pool : {&pool1, &pool3}) {
+            std::vector<float> y(spec.size(), NAN);
+            matmul(p, x.data(), n_tokens, y.data(), *pool);
+            for (size_t i = 0; i < y.size(); ++i)
+              ASSERT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(spec[i]))
+                  << rows << "x" << cols << " from row " << r0 << ", tokens " << n_tokens << ", threads "
+                  << pool->size() << ", element " << i << ": " << y[i] << " vs " << spec[i];
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  set_kernel_isa(before);
+  EXPECT_GT(checked, 100);
 }
 
 // ggml's vector expf on AVX2 equals the AVX-512 one, so softmax and SiLU give the same bits on both.

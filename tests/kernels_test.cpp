@@ -289,7 +289,7 @@ TEST(FlushDenormals, FlushesInScopeAndInheritedThreadsOnly) {
 
 // --- Interleaved (repacked) weights -----------------------------------------------------------------
 
-const DType kInterleavable[] = {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K};
+const DType kInterleavable[] = {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_1, DType::Q4_K};
 
 // w repacked into the interleaved layout with the reference repacker, at a byte offset `misalign`.
 struct Repacked {
@@ -345,6 +345,7 @@ TEST(Interleaved, PreferredTypeFollowsTheIsa) {
     EXPECT_EQ(preferred_weight_type(DType::Q8_0), avx512 ? DType::Q8_0x16 : DType::Q8_0) << isa;
     EXPECT_EQ(preferred_weight_type(DType::Q4_K), avx512 ? DType::Q4_Kx16 : DType::Q4_K) << isa;
     EXPECT_EQ(preferred_weight_type(DType::Q5_0), avx512 ? DType::Q5_0x16 : DType::Q5_0) << isa;
+    EXPECT_EQ(preferred_weight_type(DType::Q4_1), avx512 ? DType::Q4_1x16 : DType::Q4_1) << isa;
     EXPECT_EQ(preferred_weight_type(DType::Q6_K), DType::Q6_K) << isa;
     EXPECT_EQ(preferred_weight_type(DType::F16), DType::F16) << isa;
   }
@@ -478,6 +479,12 @@ TEST_P(InterleavedVsRef, SizesTokensSlicesMisalignment) {
                   for (int64_t c = c0; c < c0 + block; ++c) {
                     abs_sum += std::fabs(wrow[c]) * (std::fabs(xt[c]) + half_step);
                     act_bound += std::fabs(wrow[c]) * half_step;
+                  }
+                  // Q4_1's min term m * s (block_q8_1's fp16 s; see the header comment).
+                  if (type == DType::Q4_1 && quantized) {
+                    uint16_t m;
+                    std::memcpy(&m, plain.row(r) + (c0 / block) * sizeof(BlockQ4_1) + 2, 2);
+                    act_bound += 4.01 * std::fabs(fp16_to_f32(m)) * amax / 127.0;
                   }
                 }
                 const double tight = 1e-5 * abs_sum + 1e-30;

@@ -182,6 +182,7 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
     case DType::Q8_0x16:
     case DType::Q4_0x16:
     case DType::Q5_0x16:
+    case DType::Q4_1x16:
     case DType::Q4_Kx16:  // a row of these needs its index in the group: dequantize_weight_row
     case DType::Count: break;
   }

@@ -33,6 +33,7 @@ int activation_block(DType weight_type) {
     case DType::Q8_0:
     case DType::Q4_0x16:
     case DType::Q5_0x16:
+    case DType::Q4_1x16:
     case DType::Q8_0x16: return 32;
     case DType::Q4_Kx16:
     case DType::Q4_K:

@@ -11,7 +11,7 @@
 namespace sputnik::ref {
 
 // The interleaved type `plain` repacks into (Q8_0 -> Q8_0x16, Q4_0 -> Q4_0x16, Q4_K -> Q4_Kx16,
-// Q5_0 -> Q5_0x16), DType::Count for every other type.
+// Q5_0 -> Q5_0x16, Q4_1 -> Q4_1x16), DType::Count for every other type.
 DType interleaved_type(DType plain);
 // The inverse: the plain type an interleaved type was repacked from (DType::Count if none).
 DType plain_type(DType interleaved);

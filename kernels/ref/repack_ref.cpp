@@ -51,6 +51,7 @@ DType interleaved_type(DType plain) {
     case DType::Q4_0: return DType::Q4_0x16;
     case DType::Q4_K: return DType::Q4_Kx16;
     case DType::Q5_0: return DType::Q5_0x16;
+    case DType::Q4_1: return DType::Q4_1x16;
     default: return DType::Count;
   }
 }
@@ -61,6 +62,7 @@ DType plain_type(DType interleaved) {
     case DType::Q4_0x16: return DType::Q4_0;
     case DType::Q4_Kx16: return DType::Q4_K;
     case DType::Q5_0x16: return DType::Q5_0;
+    case DType::Q4_1x16: return DType::Q4_1;
     default: return DType::Count;
   }
 }
@@ -87,6 +89,16 @@ void repack_interleaved(DType plain, const void* src, int64_t rows, int64_t cols
         for (int r = 0; r < kR; ++r) {
           const auto* blk = reinterpret_cast<const BlockQ4_0*>(group + r * row_bytes) + b;
           o->d[r] = blk->d;
+          qs[r] = blk->qs;
+        }
+        interleave_codes(qs, kQK / 2, 0, o->qs);
+      } else if (plain == DType::Q4_1) {
+        auto* o = static_cast<BlockQ4_1x16*>(dst) + g * nb + b;
+        const uint8_t* qs[kR];
+        for (int r = 0; r < kR; ++r) {
+          const auto* blk = reinterpret_cast<const BlockQ4_1*>(group + r * row_bytes) + b;
+          o->d[r] = blk->d;
+          o->m[r] = blk->m;
           qs[r] = blk->qs;
         }
         interleave_codes(qs, kQK / 2, 0, o->qs);
@@ -141,6 +153,17 @@ void dequantize_interleaved_row(DType type, const void* data, int64_t r, int64_t
         const uint8_t q = code_byte(blk.qs, lane, j);
         dst[kQK * b + j] = d * static_cast<float>((q & 15) - 8);
         dst[kQK * b + j + 16] = d * static_cast<float>((q >> 4) - 8);
+      }
+    }
+  } else if (type == DType::Q4_1x16) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const BlockQ4_1x16& blk = static_cast<const BlockQ4_1x16*>(data)[first + b];
+      const float d = fp16_to_f32(blk.d[lane]), m = fp16_to_f32(blk.m[lane]);
+      for (int j = 0; j < kQK / 2; ++j) {
+        const uint8_t q = code_byte(blk.qs, lane, j);
+        // Same arithmetic as dequant_q4_1: q * d + m.
+        dst[kQK * b + j] = static_cast<float>(q & 15) * d + m;
+        dst[kQK * b + j + 16] = static_cast<float>(q >> 4) * d + m;
       }
     }
   } else if (type == DType::Q5_0x16) {

@@ -1,5 +1,5 @@
 // AVX-512 VNNI matmul over the interleaved weight layouts (DType::Q8_0x16 / Q4_0x16 / Q5_0x16 /
-// Q4_Kx16, kernels/quant_blocks.h): y[t, r] = sum_c w[r, c] * x[t, c].
+// Q4_1x16 / Q4_Kx16, kernels/quant_blocks.h): y[t, r] = sum_c w[r, c] * x[t, c].
 //
 // Why a second layout: over ggml's row-major blocks (matmul_avx512.cpp) each vpdpbusd covers one
 // row, so every 32-block costs per row and token a convert, a multiply and a horizontal layout of
@@ -68,9 +68,10 @@ inline float round_fp16(float f) { return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_N
 
 // --- Activation quantisation (bit-identical to ref::quantize_activation) ------------------------
 
-// Blocks of 32: codes, d (fp16-rounded), bias = -offset * (sum of the block's codes): the exact
-// correction for weights stored as q + offset.
-void quantize_act32(const float* x, int64_t cols, int offset, int8_t* qs, float* d, int32_t* bias) {
+// Blocks of 32: codes, d (fp16-rounded) and, when given, bias = -offset * (sum of the block's
+// codes): the exact correction for weights stored as q + offset; s = block_q8_1's fp16(d * sum),
+// the min term of Q4_1.
+void quantize_act32(const float* x, int64_t cols, int offset, int8_t* qs, float* d, int32_t* bias, float* s) {
   for (int64_t b = 0; b < cols / kQK; ++b) {
     const __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
@@ -79,8 +80,10 @@ void quantize_act32(const float* x, int64_t cols, int offset, int8_t* qs, float*
     const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b), _mm512_cvtsepi32_epi8(q0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + 32 * b + 16), _mm512_cvtsepi32_epi8(q1));
+    const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
     d[b] = round_fp16(amax / 127.f);
-    bias[b] = -offset * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    if (bias != nullptr) bias[b] = -offset * sum;
+    if (s != nullptr) s[b] = round_fp16(amax / 127.f * static_cast<float>(sum));
   }
 }
 
@@ -166,6 +169,56 @@ void tile32(const typename F::Block* w, int64_t nb, const int8_t* xq, int64_t co
   for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
 }
 
+// Q4_1 in llama.cpp's arithmetic, bit for bit (ggml_vec_dot_q4_1_q8_1; the spec is
+// ref::matmul_q4_1_as_ggml, the row-major version matmul_avx512.cpp gemm_q4_1_as_ggml). ggml keeps
+// per row 8 f32 lanes, lane j fed per block with the exact int32 sum of elements 4j..4j+3 (j < 4)
+// or 16+4(j-4).. (j >= 4): acc_j = fma(d_w * d_x, float(sum_j), acc_j); then hsum_float_8's
+// ((0+4) + (2+6)) + ((1+5) + (3+7)) plus summs = the fma chain of m_w * s_x. BlockQ4_1x16's code
+// vector k holds exactly lane k's codes (low nibbles) and lane k + 4's (high nibbles) of 16 rows,
+// so one vpdpbusd from zero gives lane k's sums of all 16 rows, and acc[t][j] carries lane j's
+// chain for 16 rows: per block and token 8 vpdpbusd + 8 converts + 8 FMAs + 1 multiply + 1 FMA,
+// and the final hsum is 7 vertical adds. T <= 2 (18 accumulators + codes fill the 32 registers).
+constexpr int kMaxTokensQ4_1 = 2;
+
+template <int T>
+void tile_q4_1(const BlockQ4_1x16* w, int64_t nb, const int8_t* xq, int64_t cols, const float* xd,
+               const float* xs, float* y, int64_t y_stride) {
+  static_assert(T <= kMaxTokensQ4_1);
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  __m512 acc[T][8], summs[T];
+  for (int t = 0; t < T; ++t) {
+    summs[t] = _mm512_setzero_ps();
+    for (int j = 0; j < 8; ++j) acc[t][j] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch_block<T>(w + b, sizeof(BlockQ4_1x16));
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].d)));
+    const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].m)));
+    __m512 scale[T];  // d_w * d_x
+    for (int t = 0; t < T; ++t) {
+      scale[t] = _mm512_mul_ps(dw, _mm512_set1_ps(xd[t * nb + b]));
+      summs[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xs[t * nb + b]), summs[t]);
+    }
+    for (int k = 0; k < 4; ++k) {
+      const __m512i raw = _mm512_loadu_si512(w[b].qs + 64 * k);
+      const __m512i lo = _mm512_and_si512(raw, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+      for (int t = 0; t < T; ++t) {
+        const int8_t* xb = xq + t * cols + kQK * b;
+        const __m512i sum_lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, broadcast4(xb + 4 * k));
+        const __m512i sum_hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, broadcast4(xb + 16 + 4 * k));
+        acc[t][k] = _mm512_fmadd_ps(scale[t], _mm512_cvtepi32_ps(sum_lo), acc[t][k]);
+        acc[t][k + 4] = _mm512_fmadd_ps(scale[t], _mm512_cvtepi32_ps(sum_hi), acc[t][k + 4]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    const __m512* a = acc[t];
+    const __m512 h = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
+                                   _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])));
+    _mm512_storeu_ps(y + t * y_stride, _mm512_add_ps(h, summs[t]));
+  }
+}
+
 // --- Q4_K (super-blocks of 256, activations Q8_K) -------------------------------------------------
 
 // Chunk c (elements 64c .. 64c+63: sub-blocks 2c and 2c+1) of the 16 rows: vector 8c + v holds
@@ -245,13 +298,14 @@ void with_tokens(int T, Fn&& fn) {
   }
 }
 
-// Runs tile(group, t0, T) over all 16-row groups and token tiles: groups split into parallel slabs
-// (for prefill, a slab's weights, <= 256 KiB, stay in L2 while every token tile streams over them);
-// token tiles as even as possible (9 tokens: 5 + 4, not 8 + 1).
+// Runs tile(group, t0, T) over all 16-row groups and token tiles of at most max_tokens: groups
+// split into parallel slabs (for prefill, a slab's weights, <= 256 KiB, stay in L2 while every
+// token tile streams over them); token tiles as even as possible (9 tokens: 5 + 4, not 8 + 1).
 template <class Tile>
-void for_group_tiles(int64_t groups, size_t group_bytes, int64_t n_tokens, ThreadPool& pool, Tile&& tile) {
+void for_group_tiles(int64_t groups, size_t group_bytes, int64_t n_tokens, int max_tokens, ThreadPool& pool,
+                     Tile&& tile) {
   if (n_tokens <= 0) return;
-  if (n_tokens <= kMaxTokens) {
+  if (n_tokens <= max_tokens) {
     // One pass over the weights (decode, small batches): slabs shrink as the groups run out, each
     // 1 / (2 * threads) of what is left and at least one group (guided scheduling), so the threads
     // finish within one small slab of each other while the first slabs stay long prefetched runs.
@@ -268,7 +322,7 @@ void for_group_tiles(int64_t groups, size_t group_bytes, int64_t n_tokens, Threa
   }
   int64_t slab = std::max<int64_t>(1, (groups + 8 * pool.size() - 1) / (8 * pool.size()));
   slab = std::clamp<int64_t>(static_cast<int64_t>((256 * 1024) / group_bytes), 1, slab);
-  const int64_t n_tiles = (n_tokens + kMaxTokens - 1) / kMaxTokens;
+  const int64_t n_tiles = (n_tokens + max_tokens - 1) / max_tokens;
   pool.parallel_for((groups + slab - 1) / slab, [&](int64_t task, int) {
     const int64_t g_begin = task * slab, g_end = std::min(groups, g_begin + slab);
     for (int64_t i = 0, t0 = 0; i < n_tiles; ++i) {
@@ -289,13 +343,35 @@ void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, T
   auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
   auto* xbias = reinterpret_cast<int32_t*>(mem + qs_bytes + d_bytes);
   pool.parallel_for(n_tokens, [&](int64_t t, int) {
-    quantize_act32(x + t * cols, cols, F::kOffset, xq + t * cols, xd + t * nb, xbias + t * nb);
+    quantize_act32(x + t * cols, cols, F::kOffset, xq + t * cols, xd + t * nb, xbias + t * nb, nullptr);
   });
   const auto* blocks = static_cast<const typename F::Block*>(w.data);
-  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, pool, [&](int64_t g, int64_t t0, int T) {
+  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, kMaxTokens, pool, [&](int64_t g, int64_t t0, int T) {
     with_tokens(T, [&]<int kT>() {
       tile32<F, kT>(blocks + g * nb, nb, xq + t0 * cols, cols, xd + t0 * nb, xbias + t0 * nb, y + t0 * rows + g * kR, rows);
     });
+  });
+}
+
+// Activations as block_q8_1 (codes, d, s), as ggml quantises them for Q4_1 weights.
+void matmul_q4_1(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = w.rows(), cols = w.cols(), nb = cols / kQK;
+  const size_t qs_bytes = static_cast<size_t>(round_up(n_tokens * cols, 64));
+  const size_t d_bytes = static_cast<size_t>(round_up(n_tokens * nb * 4, 64));
+  uint8_t* mem = activation_scratch().get(qs_bytes + 2 * d_bytes);
+  auto* xq = reinterpret_cast<int8_t*>(mem);
+  auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
+  auto* xs = reinterpret_cast<float*>(mem + qs_bytes + d_bytes);
+  pool.parallel_for(n_tokens, [&](int64_t t, int) {
+    quantize_act32(x + t * cols, cols, 0, xq + t * cols, xd + t * nb, nullptr, xs + t * nb);
+  });
+  const auto* blocks = static_cast<const BlockQ4_1x16*>(w.data);
+  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, kMaxTokensQ4_1, pool, [&](int64_t g, int64_t t0, int T) {
+    const auto run = [&]<int kT>() {
+      tile_q4_1<kT>(blocks + g * nb, nb, xq + t0 * cols, cols, xd + t0 * nb, xs + t0 * nb, y + t0 * rows + g * kR, rows);
+    };
+    if (T == 1) run.template operator()<1>();
+    else run.template operator()<2>();
   });
 }
 
@@ -311,7 +387,7 @@ void matmul_k4(const TensorView& w, const float* x, int64_t n_tokens, float* y, 
     quantize_act256_pairs(x + t * cols, cols, xq + t * cols, xd + t * nsb, xpairs + t * nsb * 4);
   });
   const auto* blocks = static_cast<const BlockQ4_Kx16*>(w.data);
-  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, pool, [&](int64_t g, int64_t t0, int T) {
+  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, kMaxTokens, pool, [&](int64_t g, int64_t t0, int T) {
     with_tokens(T, [&]<int kT>() {
       tile_k4<kT>(blocks + g * nsb, nsb, xq + t0 * cols, cols, xd + t0 * nsb, xpairs + t0 * nsb * 4, y + t0 * rows + g * kR, rows);
     });
@@ -326,6 +402,7 @@ void matmul_interleaved(const TensorView& w, const float* x, int64_t n_tokens, f
     case DType::Q4_0x16: return matmul32<IQ4_0>(w, x, n_tokens, y, pool);
     case DType::Q5_0x16: return matmul32<IQ5_0>(w, x, n_tokens, y, pool);
     case DType::Q4_Kx16: return matmul_k4(w, x, n_tokens, y, pool);
+    case DType::Q4_1x16: return matmul_q4_1(w, x, n_tokens, y, pool);
     default: return;  // dispatch only routes the interleaved types here
   }
 }
