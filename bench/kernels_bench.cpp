@@ -208,6 +208,46 @@ void BM_AttentionDecodeF16(benchmark::State& state) {
   set_kernel_isa(before);
 }
 
+// One decode token's absorbed MLA attention (kernels.h multi_query_attention) at the
+// DeepSeek-V2-Lite shape: 16 heads over f16 cache rows of 512 latent + 64 rope values (dk 576,
+// dv 512 = the latent part of the same rows). Args: n_keys, threads, cold (as
+// BM_AttentionDecodeF16: cold rotates over >= 512 MiB of caches so that rows come from DRAM, as
+// in the model). GFLOP/s counts 2 * 16 * (576 + 512) flops per key.
+void BM_MlaAttentionDecode(benchmark::State& state) {
+  const int64_t n_keys = state.range(0), n_heads = 16, dk = 576, dv = 512;
+  const int threads = static_cast<int>(state.range(1));
+  const bool cold = state.range(2) != 0;
+  const size_t cache_elems = static_cast<size_t>(n_keys * dk);
+  const size_t n_copies = cold ? std::max<size_t>(1, kRotateBytes / (2 * cache_elems)) : 1;
+  std::vector<uint16_t> cache(n_copies * cache_elems);
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd;
+  for (size_t i = 0; i < cache_elems; ++i) cache[i] = f32_to_fp16(nd(rng));
+  for (size_t c = 1; c < n_copies; ++c)
+    std::memcpy(&cache[c * cache_elems], cache.data(), cache_elems * sizeof(uint16_t));
+  std::vector<float> q(n_heads * dk), out(n_heads * dv);
+  for (auto& x : q) x = nd(rng);
+  MultiQueryAttention a;
+  a.q = q.data();
+  a.n_heads = n_heads;
+  a.dk = dk;
+  a.dv = dv;
+  a.keys = {nullptr, DType::F16, dk};
+  a.scale = 1.0f / 13.856f;  // 1 / sqrt(qk_head_dim 192)
+  size_t copy = 0;
+  for (auto _ : state) {
+    a.keys.data = &cache[copy * cache_elems];
+    a.values = a.keys;
+    copy = (copy + 1) % n_copies;
+    multi_query_attention(a, n_keys, out.data(), pool(threads));
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double flops = 2.0 * n_heads * (dk + dv) * static_cast<double>(n_keys);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::to_string(n_keys) + " keys " + kernel_isa() + " threads=" + std::to_string(threads) +
+                 (cold ? " cold" : " hot"));
+}
+
 struct Shape {
   int64_t rows, cols;
 };
@@ -230,6 +270,16 @@ void register_all() {
             ->UseRealTime()
             ->Unit(benchmark::kMicrosecond)
             ->MinTime(0.3);
+  for (int64_t n_keys : {128, 4096})
+    for (int threads : {1, 2})
+      for (int cold : {0, 1}) {
+        if (cold && n_keys != 4096) continue;
+        benchmark::RegisterBenchmark("MlaAttentionDecode", BM_MlaAttentionDecode)
+            ->Args({n_keys, threads, cold})
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond)
+            ->MinTime(0.3);
+      }
   for (const DType t : types) {
     for (const Shape s : kShapes) {
       if (dtype_traits(t).block_elements == 256 && s.cols % 256) continue;  // 1408 = 5.5 x 256
