@@ -199,9 +199,11 @@ void tile_q4_1(const BlockQ4_1x16* w, int64_t nb, const int8_t* xq, int64_t cols
       scale[t] = _mm512_mul_ps(dw, _mm512_set1_ps(xd[t * nb + b]));
       summs[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xs[t * nb + b]), summs[t]);
     }
+#pragma GCC unroll 4  // keeps acc[][] in registers
     for (int k = 0; k < 4; ++k) {
       const __m512i raw = _mm512_loadu_si512(w[b].qs + 64 * k);
       const __m512i lo = _mm512_and_si512(raw, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+#pragma GCC unroll 2
       for (int t = 0; t < T; ++t) {
         const int8_t* xb = xq + t * cols + kQK * b;
         const __m512i sum_lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, broadcast4(xb + 4 * k));
