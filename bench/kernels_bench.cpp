@@ -210,9 +210,9 @@ void BM_AttentionDecodeF16(benchmark::State& state) {
 
 // One decode token's absorbed MLA attention (kernels.h multi_query_attention) at the
 // DeepSeek-V2-Lite shape: 16 heads over f16 cache rows of 512 latent + 64 rope values (dk 576,
-// dv 512 = the latent part of the same rows). Args: n_keys, threads, cold (as
-// BM_AttentionDecodeF16: cold rotates over >= 512 MiB of caches so that rows come from DRAM, as
-// in the model). GFLOP/s counts 2 * 16 * (576 + 512) flops per key.
+// dv 512 = the latent part of the same rows). Args: n_keys (at 1024 the cache fits in L2),
+// threads, cold (as BM_AttentionDecodeF16: cold rotates over >= 512 MiB of caches so that rows
+// come from DRAM, as in the model). GFLOP/s counts 2 * 16 * (576 + 512) flops per key.
 void BM_MlaAttentionDecode(benchmark::State& state) {
   const int64_t n_keys = state.range(0), n_heads = 16, dk = 576, dv = 512;
   const int threads = static_cast<int>(state.range(1));
@@ -270,7 +270,7 @@ void register_all() {
             ->UseRealTime()
             ->Unit(benchmark::kMicrosecond)
             ->MinTime(0.3);
-  for (int64_t n_keys : {128, 4096})
+  for (int64_t n_keys : {128, 1024, 4096})
     for (int threads : {1, 2})
       for (int cold : {0, 1}) {
         if (cold && n_keys != 4096) continue;
