@@ -19,12 +19,21 @@
 // Single-thread CPU time at MLA's shape (16 heads, 576 / 512, f16 rows; /tmp microbenchmark,
 // loaded machine): 4096 positions 2.05 ms with the previous 4-head x 4-row dot-product tiles
 // (horizontal sums, a 32-row f32 block spilling out of L1), 1.14 ms here (the FMA bound is
-// ~0.75 ms); a prefill group of 256 rows over 512 positions 3.3 -> 2.05 ms.
+// ~0.75 ms); a prefill group of 256 rows over 512 positions 3.3 -> 2.05 ms. kernels_bench
+// MlaAttentionDecode/4096/1 now: 1.07 ms hot, 1.24 ms from DRAM; the same key count in L2
+// (1024 keys x 4) costs the same, so the kernel is bound by the core (~77% of the 5.5 G FMA/s
+// one core issues here: the f16 -> f32 gather, softmax and output rescaling take the rest).
 //
 // Why not AVX512-BF16 (vdpbf16ps, 32 multiply-adds per instruction): on this CPU class it
 // issues about once per 2 cycles against two 16-lane f32 FMAs per cycle, so it does half the
 // multiply-adds per cycle (timed in isolation, November 2026), and it would round q, p and the
 // cache to 8 mantissa bits.
+// Why not AVX512-FP16 (vfmadd231ph: 32 f16 multiply-adds per instruction, issued at the f32
+// FMA's rate here, so twice the multiply-adds): its operands are f16, and rounding them costs
+// more accuracy than the tests allow. deepseek_test's F16CacheNaiveEqualsAbsorbed requires the
+// absorbed path within 1e-4 of the largest logit of naive MLA over the same f16 cache; rounding
+// only q to f16 before this kernel moved the tiny models' logits by 2.7-4.8e-4, rounding only
+// the softmax weights p to f16 by 1.2-2.0e-4 (November 2026), before any f16 accumulation.
 #include <immintrin.h>
 
 // GCC 12 flags the deliberately undefined upper lanes inside its own cast/reduce intrinsics.
