@@ -19,11 +19,58 @@
 #include "formats/gguf_writer.h"
 #include "tokenizer/normalizer.h"
 #include "tokenizer/pretokenizer.h"
+#include "tokenizer/token_tables.h"
 
 namespace sputnik {
 namespace {
 
 const std::string kData = std::string(SPUTNIK_TEST_DATA) + "/tokenizer/";
+
+// The compact vocabulary tables behave as the std::unordered_map they replace: lookups of
+// present and absent keys across several growths, and the first insertion of a key wins.
+TEST(TokenTables, StringIdMapFindsEveryKeyAcrossGrowth) {
+  tok::StringIdMap map;
+  constexpr int kKeys = 5000;  // grows from 1024 slots several times
+  for (int i = 0; i < kKeys; ++i) EXPECT_TRUE(map.emplace("tok" + std::to_string(i), i * 3));
+  EXPECT_FALSE(map.emplace("tok7", 99));  // already present: keeps 21
+  EXPECT_TRUE(map.emplace("", 12345));    // the empty string is a key like any other
+  EXPECT_EQ(map.size(), static_cast<size_t>(kKeys + 1));
+  for (int i = 0; i < kKeys; ++i) ASSERT_EQ(map.find("tok" + std::to_string(i)), i * 3) << i;
+  EXPECT_EQ(map.find(""), 12345);
+  EXPECT_EQ(map.find("tok"), -1);
+  EXPECT_EQ(map.find("tok5000"), -1);
+  int visited = 0;
+  map.for_each([&](std::string_view text, int32_t id) {
+    EXPECT_EQ(map.find(text), id);
+    ++visited;
+  });
+  EXPECT_EQ(visited, kKeys + 1);
+}
+
+TEST(TokenTables, MergeMapKeepsFirstMergeOfAPair) {
+  tok::MergeMap merges;
+  EXPECT_EQ(merges.find(1, 2).id, -1);  // empty map
+  for (int32_t i = 0; i < 3000; ++i) merges.emplace(i, i + 1, {i, 100000 + i});
+  merges.emplace(5, 6, {7777, 1});  // a repeated pair keeps its first rank and id
+  for (int32_t i = 0; i < 3000; ++i) {
+    const tok::MergeMap::Merge m = merges.find(i, i + 1);
+    ASSERT_EQ(m.rank, i);
+    ASSERT_EQ(m.id, 100000 + i);
+  }
+  EXPECT_EQ(merges.find(6, 5).id, -1);  // order matters
+  EXPECT_EQ(merges.find(0, 0).id, -1);
+}
+
+TEST(TokenTables, StringListKeepsEmptyAndBinaryStrings) {
+  tok::StringList list;
+  list.push_back("a");
+  list.push_back("");
+  list.push_back(std::string_view("\0\xff", 2));
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0], "a");
+  EXPECT_EQ(list[1], "");
+  EXPECT_EQ(list[2], std::string_view("\0\xff", 2));
+}
 
 std::vector<std::string> load_corpus() {
   std::ifstream file(kData + "corpus.json");

@@ -26,6 +26,7 @@
 #include "formats/gguf.h"
 #include "tokenizer/normalizer.h"
 #include "tokenizer/pretokenizer.h"
+#include "tokenizer/token_tables.h"
 
 namespace sputnik {
 
@@ -76,8 +77,8 @@ bool is_word_char_at(std::string_view text, size_t pos) {
 
 struct Tokenizer::Impl {
   // BPE model, in byte-level text (each byte shown as its bytes_to_unicode char).
-  std::unordered_map<std::string, int32_t> vocab;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left,right) -> (rank, id)
+  tok::StringIdMap vocab;
+  tok::MergeMap merges;  // (left, right) -> (rank, merged id)
   std::array<int32_t, 256> byte_ids{};  // id of each single-byte token, -1 if absent
   bool ignore_merges = false;
   bool nfc = false;  // normalizer: NFC
@@ -98,28 +99,27 @@ struct Tokenizer::Impl {
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
-  std::vector<std::string> token_text;  // decoded bytes of each id
+  tok::StringList token_text;  // decoded bytes of each id
   std::vector<uint8_t> special_flags;   // 1 for special / control tokens
   int32_t bos = -1, eos = -1, eot = -1, eom = -1;
   bool add_bos = false;
   std::unordered_set<int32_t> end_of_generation;
 
-  static uint64_t pair_key(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
-           static_cast<uint32_t>(right);
-  }
-
   // Called once vocab, merges (as strings resolved by the loader) and added tokens are in.
   void finish() {
     int64_t size = 0;
-    for (const auto& [text, id] : vocab) size = std::max<int64_t>(size, id + 1);
+    vocab.for_each([&](std::string_view, int32_t id) { size = std::max<int64_t>(size, id + 1); });
     for (const AddedToken& token : added) size = std::max<int64_t>(size, token.id + 1);
-    token_text.assign(size, std::string());
+    std::vector<std::string> texts(static_cast<size_t>(size));
     special_flags.assign(size, 0);
-    for (const auto& [text, id] : vocab) token_text[id] = decode_byte_level(text);
+    vocab.for_each(
+        [&](std::string_view text, int32_t id) { texts[id] = decode_byte_level(std::string(text)); });
+    for (const AddedToken& token : added) texts[token.id] = token.content;  // stored as plain text
+    for (const std::string& text : texts) token_text.push_back(text);
+    token_text.shrink_to_fit();
+    vocab.shrink_to_fit();
     for (size_t i = 0; i < added.size(); ++i) {
       const AddedToken& token = added[i];
-      token_text[token.id] = token.content;  // added tokens are stored as plain text
       special_flags[token.id] = token.special ? 1 : 0;
       added_ids.emplace(token.content, token.id);
       if (token.content.empty()) continue;
@@ -142,8 +142,7 @@ struct Tokenizer::Impl {
       if (trie[node].token < 0) trie[node].token = static_cast<int32_t>(i);  // first one wins
     }
     for (int b = 0; b < 256; ++b) {
-      auto it = vocab.find(tok::byte_to_unicode(static_cast<uint8_t>(b)));
-      byte_ids[b] = it == vocab.end() ? -1 : it->second;
+      byte_ids[b] = vocab.find(tok::byte_to_unicode(static_cast<uint8_t>(b)));
     }
     // End of generation: the declared ids, plus the turn-ending tokens llama.cpp also stops on.
     for (int32_t id : {eos, eot, eom}) {
@@ -272,9 +271,8 @@ struct Tokenizer::Impl {
     if (ignore_merges) {
       std::string mapped;
       for (char c : piece) mapped += tok::byte_to_unicode(static_cast<uint8_t>(c));
-      auto it = vocab.find(mapped);
-      if (it != vocab.end()) {
-        out.push_back(it->second);
+      if (const int32_t id = vocab.find(mapped); id >= 0) {
+        out.push_back(id);
         return;
       }
     }
@@ -302,8 +300,8 @@ struct Tokenizer::Impl {
     std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;
     auto push_pair = [&](int32_t pos) {
       if (pos < 0 || symbols[pos].next < 0) return;
-      auto it = merges.find(pair_key(symbols[pos].id, symbols[symbols[pos].next].id));
-      if (it != merges.end()) queue.push({it->second.first, pos, it->second.second});
+      const tok::MergeMap::Merge merge = merges.find(symbols[pos].id, symbols[symbols[pos].next].id);
+      if (merge.id >= 0) queue.push({merge.rank, pos, merge.id});
     };
     for (int32_t i = 0; i + 1 < static_cast<int32_t>(symbols.size()); ++i) push_pair(i);
     while (!queue.empty()) {
@@ -311,8 +309,7 @@ struct Tokenizer::Impl {
       queue.pop();
       Symbol& left = symbols[top.pos];
       if (left.id < 0 || left.next < 0) continue;  // removed, or now last
-      auto it = merges.find(pair_key(left.id, symbols[left.next].id));
-      if (it == merges.end() || it->second.second != top.merged) continue;  // stale
+      if (merges.find(left.id, symbols[left.next].id).id != top.merged) continue;  // stale
       Symbol& right = symbols[left.next];
       left.id = top.merged;
       right.id = -1;
@@ -326,15 +323,15 @@ struct Tokenizer::Impl {
 
   Status add_merge(const std::string& left, const std::string& right, int32_t rank,
                    const std::string& where) {
-    auto l = vocab.find(left), r = vocab.find(right), m = vocab.find(left + right);
-    if (l == vocab.end() || r == vocab.end() || m == vocab.end()) {
+    const int32_t l = vocab.find(left), r = vocab.find(right), m = vocab.find(left + right);
+    if (l < 0 || r < 0 || m < 0) {
       return make_error("{}: merge {} \"{} {}\": {} is not in the vocabulary", where, rank, left,
                         right,
-                        l == vocab.end()   ? left
-                        : r == vocab.end() ? right
-                                           : left + right);
+                        l < 0   ? left
+                        : r < 0 ? right
+                                : left + right);
     }
-    merges.emplace(pair_key(l->second, r->second), std::make_pair(rank, m->second));
+    merges.emplace(l, r, {rank, m});
     return ok_status();
   }
 };
@@ -372,7 +369,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   std::string text;
   for (int32_t id : ids) {
     if (id >= 0 && id < static_cast<int32_t>(impl_->token_text.size())) {
-      text += impl_->token_text[id];
+      text += impl_->token_text[static_cast<size_t>(id)];
     }
   }
   return text;
@@ -380,14 +377,13 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
 
 std::string Tokenizer::token_bytes(int32_t id) const {
   if (id < 0 || id >= static_cast<int32_t>(impl_->token_text.size())) return {};
-  return impl_->token_text[id];
+  return std::string(impl_->token_text[static_cast<size_t>(id)]);
 }
 
 int32_t Tokenizer::token_id(std::string_view token_text) const {
   std::string key(token_text);
   if (auto it = impl_->added_ids.find(key); it != impl_->added_ids.end()) return it->second;
-  if (auto it = impl_->vocab.find(key); it != impl_->vocab.end()) return it->second;
-  return -1;
+  return impl_->vocab.find(key);
 }
 
 int64_t Tokenizer::vocab_size() const { return static_cast<int64_t>(impl_->token_text.size()); }
@@ -648,9 +644,8 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
       // is already there, else the next id after the vocabulary and the added tokens so far;
       // the file's "id" is only checked (with a warning). For consistent files they agree.
       if (added_ids.count(token.content)) continue;  // a repeated token is added once
-      auto known = impl->vocab.find(token.content);
-      if (known != impl->vocab.end()) {
-        token.id = known->second;
+      if (const int32_t known = impl->vocab.find(token.content); known >= 0) {
+        token.id = known;
       } else {
         int64_t model_size = static_cast<int64_t>(impl->vocab.size());
         token.id = static_cast<int32_t>(max_added_id < 0 ? model_size
@@ -696,8 +691,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_json(const std::string& pa
   auto lookup = [&impl](const std::string& text) -> int32_t {
     if (text.empty()) return -1;
     if (auto it = impl->added_ids.find(text); it != impl->added_ids.end()) return it->second;
-    if (auto it = impl->vocab.find(text); it != impl->vocab.end()) return it->second;
-    return -1;
+    return impl->vocab.find(text);
   };
   auto first_present = [&](std::initializer_list<const char*> names) -> int32_t {
     for (const char* name : names) {
