@@ -20,6 +20,11 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops this process's page-table entries for the whole map (MADV_DONTNEED): the pages stay in
+  // the page cache, and those still in use fault back in on their next read. Called once a model
+  // is loaded, for the pages the loader read and no longer needs (metadata, tensors it repacked
+  // or converted into memory of its own, and their neighbours mapped in by fault-around).
+  void release_resident_pages() const;
   // True when [offset, offset + length) lies inside the file (overflow-safe).
   bool contains(uint64_t offset, uint64_t length) const {
     return offset <= size_ && length <= size_ - offset;

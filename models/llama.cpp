@@ -230,10 +230,14 @@ bool is_matmul_dtype(DType t) {
   }
 }
 
-// A matrix weight: present, of a type the kernels multiply, of the expected shape.
+// A matrix weight: present, of a type the kernels multiply, of the expected shape. Repacked for
+// the active kernels (WeightSource::get_matrix) unless it is a row table (see load_weights).
+enum class MatrixUse { Multiplied, RowTable };
 Result<TensorView> get_matrix(const WeightSource& source, const std::string& name, int64_t rows,
-                              int64_t cols) {
-  SPUTNIK_ASSIGN_OR_RETURN(TensorView view, source.get_matrix(name, {rows, cols}));
+                              int64_t cols, MatrixUse use = MatrixUse::Multiplied) {
+  SPUTNIK_ASSIGN_OR_RETURN(TensorView view, use == MatrixUse::Multiplied
+                                                ? source.get_matrix(name, {rows, cols})
+                                                : source.get(name, {rows, cols}));
   if (!is_matmul_dtype(view.dtype)) {
     return make_error("{}: tensor '{}' has type {}, which is not a weight type sputnik multiplies",
                       source.path(), name, dtype_name(view.dtype));
@@ -262,11 +266,16 @@ Result<LlamaWeights> load_weights(const ModelSource& ms, const LlamaConfig& c) {
   const LlamaTensorNames& n = s.gguf() ? kGgufNames : kHfNames;
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   LlamaWeights w;
-  SPUTNIK_ASSIGN_OR_RETURN(w.tok_embeddings, get_matrix(s, n.tok_embeddings, c.vocab_size, c.dim));
   SPUTNIK_ASSIGN_OR_RETURN(w.norm, s.get_f32(n.norm, {c.dim}));
   if (c.tie_word_embeddings) {
+    // The output projection: repacked, and the embedding rows are read from that copy.
+    SPUTNIK_ASSIGN_OR_RETURN(w.tok_embeddings, get_matrix(s, n.tok_embeddings, c.vocab_size, c.dim));
     w.output = w.tok_embeddings;
   } else {
+    // Read one row per token: kept as stored, so only the rows of tokens seen page in from the
+    // map; repacking would read and keep all of it (125 MiB of R1-Distill-Qwen-1.5B at Q4_0).
+    SPUTNIK_ASSIGN_OR_RETURN(w.tok_embeddings, get_matrix(s, n.tok_embeddings, c.vocab_size, c.dim,
+                                                          MatrixUse::RowTable));
     SPUTNIK_ASSIGN_OR_RETURN(w.output, get_matrix(s, n.output, c.vocab_size, c.dim));
   }
   w.layers.resize(static_cast<size_t>(c.n_layers));

@@ -84,6 +84,18 @@ Result<std::string> hf_chat_template(const std::string& dir) {
   return std::string();
 }
 
+// Once the tokenizer and the model are built, what they read from a GGUF file is held elsewhere:
+// the tokenizer keeps its own vocabulary, so the parsed arrays go; the file's pages that were read
+// (metadata, weights repacked or converted to f32) leave this process's resident set. Weights used
+// in place fault back in from the page cache when the model first reads them.
+void release_loaded_metadata(GgufFile& g) {
+  for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+                          "tokenizer.ggml.token_type", "tokenizer.ggml.scores"}) {
+    g.erase_metadata(key);
+  }
+  g.mapping()->release_resident_pages();
+}
+
 }  // namespace
 
 Result<LoadedModel> load_model(const std::string& path, const LoadOptions& options) {
@@ -137,6 +149,7 @@ Result<LoadedModel> load_model(const std::string& path, const LoadOptions& optio
                       source.architecture, supported_architectures());
   }
   SPUTNIK_ASSIGN_OR_RETURN(loaded.model, family->load(source));
+  if (GgufFile* g = source.weights->gguf()) release_loaded_metadata(*g);
   if (loaded.tokenizer && loaded.tokenizer->vocab_size() > loaded.model->info().vocab_size) {
     return make_error("{}: the tokenizer has {} tokens but the model's vocabulary only {}", path,
                       loaded.tokenizer->vocab_size(), loaded.model->info().vocab_size);

@@ -24,6 +24,7 @@ class WeightSource {
 
   const std::string& path() const { return path_; }
   const GgufFile* gguf() const { return gguf_.get(); }                       // null if safetensors
+  GgufFile* gguf() { return gguf_.get(); }
   const SafetensorsCheckpoint* safetensors() const { return safetensors_.get(); }  // null if GGUF
 
   bool has(const std::string& name) const;
