@@ -622,8 +622,6 @@ DeepSeekModel::DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights,
   s_.router.resize(T * c.n_routed_experts);
   s_.expert_ids.resize(T * c.n_activated_experts);
   s_.expert_weights.resize(T * c.n_activated_experts);
-  s_.expert_x.resize(T * c.dim);
-  s_.expert_y.resize(T * c.dim);
   const int64_t max_inter =
       std::max({c.inter_dim, c.moe_inter_dim * std::max<int64_t>(c.n_shared_experts, 1)});
   s_.gate.resize(T * max_inter);

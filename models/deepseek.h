@@ -231,8 +231,8 @@ struct DeepSeekRunState {
   std::vector<float> router;          // [T, n_routed_experts]
   std::vector<int32_t> expert_ids;    // [T, n_activated_experts]
   std::vector<float> expert_weights;  // [T, n_activated_experts]
-  std::vector<float> expert_x;        // [T, dim]  rows routed to one expert
-  std::vector<float> expert_y;        // [T, dim]
+  std::vector<float> expert_rows;     // [T * n_activated_experts, dim]  each (token, chosen
+                                      // expert)'s x, grouped by expert; then its expert(x)
   std::vector<float> gate, up;        // [T, max inter]
   std::vector<float> moe_y;           // [T, dim]
 };
