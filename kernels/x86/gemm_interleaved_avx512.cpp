@@ -103,10 +103,12 @@ void quantize_act256_pairs(const float* x, int64_t cols, int8_t* qs, float* d, i
 
 // --- 32-element blocks ---------------------------------------------------------------------------
 // codes(block, q): q[k] = the 16 rows' codes k*4 .. k*4 + 3 of the block, unsigned (= q + kOffset).
+// kHasMin: Q4_1's w = d * q + m, multiplied by tile_q4_1 instead of tile32.
 
 struct IQ8_0 {
   using Block = BlockQ8_0x16;
   static constexpr int kOffset = 128;
+  static constexpr bool kHasMin = false;
   static void codes(const Block& b, __m512i q[8]) {
     for (int k = 0; k < 8; ++k) q[k] = _mm512_loadu_si512(b.qs + 64 * k);
   }
@@ -115,6 +117,7 @@ struct IQ8_0 {
 struct IQ4_0 {
   using Block = BlockQ4_0x16;
   static constexpr int kOffset = 8;
+  static constexpr bool kHasMin = false;
   static void codes(const Block& b, __m512i q[8]) {
     const __m512i nibble = _mm512_set1_epi8(0x0F);
     for (int k = 0; k < 4; ++k) {
@@ -132,6 +135,7 @@ struct IQ4_0 {
 struct IQ5_0 {
   using Block = BlockQ5_0x16;
   static constexpr int kOffset = 16;
+  static constexpr bool kHasMin = false;
   static void codes(const Block& b, __m512i q[8]) {
     const __m512i nibble = _mm512_set1_epi8(0x0F), bit4 = _mm512_set1_epi8(0x10);
     const __m512i qh = _mm512_loadu_si512(b.qh);
@@ -221,6 +225,12 @@ void tile_q4_1(const BlockQ4_1x16* w, int64_t nb, const int8_t* xq, int64_t cols
   }
 }
 
+struct IQ4_1 {
+  using Block = BlockQ4_1x16;
+  static constexpr int kOffset = 0;
+  static constexpr bool kHasMin = true;
+};
+
 // --- Q4_K (super-blocks of 256, activations Q8_K) -------------------------------------------------
 
 // Chunk c (elements 64c .. 64c+63: sub-blocks 2c and 2c+1) of the 16 rows: vector 8c + v holds
@@ -285,19 +295,12 @@ void tile_k4(const BlockQ4_Kx16* w, int64_t nsb, const int8_t* xq, int64_t cols,
 
 // --- Driver ----------------------------------------------------------------------------------------
 
-// Calls fn.template operator()<T>() for T in 1..kMaxTokens.
-template <class Fn>
+// Calls fn.template operator()<T>() for T in 1..kMax (kMax for any larger T).
+template <int kMax, class Fn>
 void with_tokens(int T, Fn&& fn) {
-  switch (T) {
-    case 1: fn.template operator()<1>(); break;
-    case 2: fn.template operator()<2>(); break;
-    case 3: fn.template operator()<3>(); break;
-    case 4: fn.template operator()<4>(); break;
-    case 5: fn.template operator()<5>(); break;
-    case 6: fn.template operator()<6>(); break;
-    case 7: fn.template operator()<7>(); break;
-    default: fn.template operator()<8>(); break;
-  }
+  if constexpr (kMax > 1)
+    if (T < kMax) return with_tokens<kMax - 1>(T, fn);
+  fn.template operator()<kMax>();
 }
 
 // Runs tile(group, t0, T) over all 16-row groups and token tiles of at most max_tokens: groups
@@ -343,37 +346,22 @@ void matmul32(const TensorView& w, const float* x, int64_t n_tokens, float* y, T
   uint8_t* mem = activation_scratch().get(qs_bytes + 2 * d_bytes);
   auto* xq = reinterpret_cast<int8_t*>(mem);
   auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
+  // Per block: the offset correction (tile32), or block_q8_1's s (Q4_1's min term).
   auto* xbias = reinterpret_cast<int32_t*>(mem + qs_bytes + d_bytes);
-  pool.parallel_for(n_tokens, [&](int64_t t, int) {
-    quantize_act32(x + t * cols, cols, F::kOffset, xq + t * cols, xd + t * nb, xbias + t * nb, nullptr);
-  });
-  const auto* blocks = static_cast<const typename F::Block*>(w.data);
-  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, kMaxTokens, pool, [&](int64_t g, int64_t t0, int T) {
-    with_tokens(T, [&]<int kT>() {
-      tile32<F, kT>(blocks + g * nb, nb, xq + t0 * cols, cols, xd + t0 * nb, xbias + t0 * nb, y + t0 * rows + g * kR, rows);
-    });
-  });
-}
-
-// Activations as block_q8_1 (codes, d, s), as ggml quantises them for Q4_1 weights.
-void matmul_q4_1(const TensorView& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
-  const int64_t rows = w.rows(), cols = w.cols(), nb = cols / kQK;
-  const size_t qs_bytes = static_cast<size_t>(round_up(n_tokens * cols, 64));
-  const size_t d_bytes = static_cast<size_t>(round_up(n_tokens * nb * 4, 64));
-  uint8_t* mem = activation_scratch().get(qs_bytes + 2 * d_bytes);
-  auto* xq = reinterpret_cast<int8_t*>(mem);
-  auto* xd = reinterpret_cast<float*>(mem + qs_bytes);
   auto* xs = reinterpret_cast<float*>(mem + qs_bytes + d_bytes);
   pool.parallel_for(n_tokens, [&](int64_t t, int) {
-    quantize_act32(x + t * cols, cols, 0, xq + t * cols, xd + t * nb, nullptr, xs + t * nb);
+    quantize_act32(x + t * cols, cols, F::kOffset, xq + t * cols, xd + t * nb, F::kHasMin ? nullptr : xbias + t * nb,
+                   F::kHasMin ? xs + t * nb : nullptr);
   });
-  const auto* blocks = static_cast<const BlockQ4_1x16*>(w.data);
-  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, kMaxTokensQ4_1, pool, [&](int64_t g, int64_t t0, int T) {
-    const auto run = [&]<int kT>() {
-      tile_q4_1<kT>(blocks + g * nb, nb, xq + t0 * cols, cols, xd + t0 * nb, xs + t0 * nb, y + t0 * rows + g * kR, rows);
-    };
-    if (T == 1) run.template operator()<1>();
-    else run.template operator()<2>();
+  const auto* blocks = static_cast<const typename F::Block*>(w.data);
+  constexpr int kTileTokens = F::kHasMin ? kMaxTokensQ4_1 : kMaxTokens;
+  for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, kTileTokens, pool, [&](int64_t g, int64_t t0, int T) {
+    with_tokens<kTileTokens>(T, [&]<int kT>() {
+      const int8_t* q = xq + t0 * cols;
+      float* out = y + t0 * rows + g * kR;
+      if constexpr (F::kHasMin) tile_q4_1<kT>(blocks + g * nb, nb, q, cols, xd + t0 * nb, xs + t0 * nb, out, rows);
+      else tile32<F, kT>(blocks + g * nb, nb, q, cols, xd + t0 * nb, xbias + t0 * nb, out, rows);
+    });
   });
 }
 
@@ -390,7 +378,7 @@ void matmul_k4(const TensorView& w, const float* x, int64_t n_tokens, float* y, 
   });
   const auto* blocks = static_cast<const BlockQ4_Kx16*>(w.data);
   for_group_tiles(rows / kR, kR * w.row_bytes(), n_tokens, kMaxTokens, pool, [&](int64_t g, int64_t t0, int T) {
-    with_tokens(T, [&]<int kT>() {
+    with_tokens<kMaxTokens>(T, [&]<int kT>() {
       tile_k4<kT>(blocks + g * nsb, nsb, xq + t0 * cols, cols, xd + t0 * nsb, xpairs + t0 * nsb * 4, y + t0 * rows + g * kR, rows);
     });
   });
@@ -404,7 +392,7 @@ void matmul_interleaved(const TensorView& w, const float* x, int64_t n_tokens, f
     case DType::Q4_0x16: return matmul32<IQ4_0>(w, x, n_tokens, y, pool);
     case DType::Q5_0x16: return matmul32<IQ5_0>(w, x, n_tokens, y, pool);
     case DType::Q4_Kx16: return matmul_k4(w, x, n_tokens, y, pool);
-    case DType::Q4_1x16: return matmul_q4_1(w, x, n_tokens, y, pool);
+    case DType::Q4_1x16: return matmul32<IQ4_1>(w, x, n_tokens, y, pool);
     default: return;  // dispatch only routes the interleaved types here
   }
 }
