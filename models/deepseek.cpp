@@ -603,7 +603,7 @@ DeepSeekModel::DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights,
   mtp_seq_len_.assign(static_cast<size_t>(n_seq_max_), 0);
 
   const int64_t T = kDeepSeekMaxChunk, H = c.n_heads, n_threads = pool_->size();
-  s_.x.resize(T * 2 * c.dim);  // 2*dim: the MTP module's [embedding; hidden] input
+  s_.x.resize(T * c.dim);
   s_.xb.resize(T * c.dim);
   s_.out.resize(T * c.dim);
   s_.q_a.resize(T * c.q_lora_rank);
@@ -622,10 +622,16 @@ DeepSeekModel::DeepSeekModel(DeepSeekConfig config, DeepSeekWeights weights,
   s_.router.resize(T * c.n_routed_experts);
   s_.expert_ids.resize(T * c.n_activated_experts);
   s_.expert_weights.resize(T * c.n_activated_experts);
-  const int64_t max_inter =
-      std::max({c.inter_dim, c.moe_inter_dim * std::max<int64_t>(c.n_shared_experts, 1)});
-  s_.gate.resize(T * max_inter);
-  s_.up.resize(T * max_inter);
+  // gate, up: a dense layer's [T, inter_dim], or a MoE layer's routed rows [T * k, moe_inter_dim]
+  // then the shared experts' [T, n_shared_experts * moe_inter_dim] (deepseek_moe). Sized here for
+  // the largest chunk, so that no chunk regrows them: a regrow holds the old and new copies at once.
+  const bool has_moe = std::any_of(weights_.layers.begin(), weights_.layers.end(),
+                                   [](const DeepSeekLayerWeights& l) { return l.is_moe; });
+  const int64_t moe_hidden =
+      has_moe ? (c.n_activated_experts + c.n_shared_experts) * c.moe_inter_dim : 0;
+  s_.gate.resize(T * std::max(c.inter_dim, moe_hidden));
+  s_.up.resize(T * std::max(c.inter_dim, moe_hidden));
+  if (has_moe) s_.expert_rows.resize(T * c.n_activated_experts * c.dim);
   s_.moe_y.resize(T * c.dim);
 }
 

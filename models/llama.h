@@ -93,7 +93,8 @@ struct LlamaWeights {
 // Positions per transposed value block (see LlamaRunState).
 constexpr int64_t kLlamaValueBlock = 64;
 
-// Activations for one chunk of at most kLlamaMaxChunk tokens (T below), and the KV cache.
+// Activations for one chunk of T tokens (at most 256, fewer for small models: llama.cpp's
+// llama_chunk_tokens), and the KV cache.
 struct LlamaRunState {
   std::vector<float> x;       // [T, dim]  residual stream
   std::vector<float> xb;      // [T, dim]  normed input of attention / MLP

@@ -84,11 +84,9 @@ Result<std::string> hf_chat_template(const std::string& dir) {
   return std::string();
 }
 
-// Once the tokenizer and the model are built, what they read from a GGUF file is held elsewhere:
-// the tokenizer keeps its own vocabulary, so the parsed arrays go; the file's pages that were read
-// (metadata, weights repacked or converted to f32) leave this process's resident set. Weights used
-// in place fault back in from the page cache when the model first reads them.
-void release_loaded_metadata(GgufFile& g) {
+// Once the tokenizer is built it holds its own vocabulary: the parsed arrays go before the weights
+// load (the memory they free is reused by repacked weights), and so do the metadata pages read.
+void release_tokenizer_metadata(GgufFile& g) {
   for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.merges",
                           "tokenizer.ggml.token_type", "tokenizer.ggml.scores"}) {
     g.erase_metadata(key);
@@ -114,6 +112,7 @@ Result<LoadedModel> load_model(const std::string& path, const LoadOptions& optio
       SPUTNIK_ASSIGN_OR_RETURN(source.info.chat_template, g->get_string("tokenizer.chat_template"));
     }
     SPUTNIK_ASSIGN_OR_RETURN(loaded.tokenizer, Tokenizer::from_gguf(*g));
+    release_tokenizer_metadata(*source.weights->gguf());
   } else {
     const SafetensorsCheckpoint& st = *w.safetensors();
     const std::string config_path = st.directory() + "/config.json";
@@ -149,7 +148,10 @@ Result<LoadedModel> load_model(const std::string& path, const LoadOptions& optio
                       source.architecture, supported_architectures());
   }
   SPUTNIK_ASSIGN_OR_RETURN(loaded.model, family->load(source));
-  if (GgufFile* g = source.weights->gguf()) release_loaded_metadata(*g);
+  // The file pages the family loader read and no longer needs (tensors it repacked or converted
+  // to f32, their neighbours mapped by fault-around) leave the resident set; weights used in
+  // place fault back in from the page cache when the model first reads them.
+  if (const GgufFile* g = w.gguf()) g->mapping()->release_resident_pages();
   if (loaded.tokenizer && loaded.tokenizer->vocab_size() > loaded.model->info().vocab_size) {
     return make_error("{}: the tokenizer has {} tokens but the model's vocabulary only {}", path,
                       loaded.tokenizer->vocab_size(), loaded.model->info().vocab_size);
