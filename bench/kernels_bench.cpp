@@ -170,21 +170,28 @@ void BM_MemoryRead(benchmark::State& state) {
 
 // One decode token's f16-cache GQA attention (kernels.h attention_decode_f16) at the
 // R1-Distill-Qwen-1.5B shape (12 query heads, 2 kv heads, head_dim 128) over n_keys positions.
-// Args: n_keys, threads, isa (index into kIsas; -1 = detected). kv_GB/s: K and V bytes per second.
+// Args: n_keys, threads, isa (index into kIsas; -1 = detected), cold. Cold runs rotate over
+// copies of K and V totalling >= 512 MiB, so that they come from DRAM as in the model (where each
+// layer's cache is evicted by the other layers' weights); hot runs reuse one copy (L2/L3).
+// kv_GB/s: K and V bytes per second.
 void BM_AttentionDecodeF16(benchmark::State& state) {
   const int64_t n_keys = state.range(0), n_heads = 12, n_kv_heads = 2, hd = 128;
   const int threads = static_cast<int>(state.range(1));
+  const bool cold = state.range(3) != 0;
   const std::string before = kernel_isa();
   if (state.range(2) >= 0 && !set_kernel_isa(kIsas[state.range(2)])) {
     state.SkipWithError("ISA not available");
     return;
   }
   const int64_t n_padded = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock * kAttentionValueBlock;
+  const size_t k_elems = n_kv_heads * n_keys * hd, v_elems = n_kv_heads * n_padded * hd;
+  const size_t set_elems = k_elems + v_elems;  // one copy: K then V
+  const size_t n_copies = cold ? std::max<size_t>(1, kRotateBytes / (2 * set_elems)) : 1;
+  std::vector<uint16_t> kv(n_copies * set_elems);
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
-  std::vector<uint16_t> k(n_kv_heads * n_keys * hd), v(n_kv_heads * n_padded * hd);
-  for (auto& x : k) x = f32_to_fp16(nd(rng));
-  for (auto& x : v) x = f32_to_fp16(nd(rng));
+  for (size_t i = 0; i < set_elems; ++i) kv[i] = f32_to_fp16(nd(rng));
+  for (size_t c = 1; c < n_copies; ++c) std::memcpy(&kv[c * set_elems], kv.data(), set_elems * sizeof(uint16_t));
   std::vector<float> q(n_heads * hd), scores(n_heads * n_padded), out(n_heads * hd);
   for (auto& x : q) x = fp16_to_f32(f32_to_fp16(nd(rng)));
   GroupedQueryAttentionF16 a;
@@ -192,19 +199,22 @@ void BM_AttentionDecodeF16(benchmark::State& state) {
   a.n_heads = n_heads;
   a.n_kv_heads = n_kv_heads;
   a.head_dim = hd;
-  a.keys = k.data();
   a.key_head_stride = n_keys * hd;
-  a.values = v.data();
   a.value_head_stride = n_padded * hd;
   a.scale = 0.088f;
   a.scores = scores.data();
+  size_t copy = 0;
   for (auto _ : state) {
+    a.keys = &kv[copy * set_elems];
+    a.values = a.keys + k_elems;
+    copy = (copy + 1) % n_copies;
     attention_decode_f16(a, n_keys, out.data(), pool(threads));
     benchmark::DoNotOptimize(out.data());
   }
-  const double bytes = 2.0 * static_cast<double>(k.size() + v.size());
+  const double bytes = 2.0 * static_cast<double>(set_elems);
   state.counters["kv_GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::to_string(n_keys) + " keys " + kernel_isa() + " threads=" + std::to_string(threads));
+  state.SetLabel(std::to_string(n_keys) + " keys " + kernel_isa() + " threads=" + std::to_string(threads) +
+                 (cold ? " cold" : " hot"));
   set_kernel_isa(before);
 }
 
@@ -262,14 +272,19 @@ void register_all() {
                          DType::Q4_Kx16, DType::Q5_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32,
                          DType::F8_E4M3};
   for (int threads : {1, 2}) benchmark::RegisterBenchmark("BM_MemoryRead", BM_MemoryRead)->Arg(threads)->UseRealTime();
-  for (int64_t n_keys : {128, 4096})
+  // Hot at 1024 keys (K + V 1 MiB, in L2): the kernel's compute ceiling; cold at 4096: as in
+  // the model at depth 4096.
+  for (int64_t n_keys : {128, 1024, 4096})
     for (int threads : {1, 2})
       for (int isa : {-1, 1})
-        benchmark::RegisterBenchmark("AttentionDecodeF16", BM_AttentionDecodeF16)
-            ->Args({n_keys, threads, isa})
-            ->UseRealTime()
-            ->Unit(benchmark::kMicrosecond)
-            ->MinTime(0.3);
+        for (int cold : {0, 1}) {
+          if (cold && (n_keys != 4096 || isa != -1)) continue;
+          benchmark::RegisterBenchmark("AttentionDecodeF16", BM_AttentionDecodeF16)
+              ->Args({n_keys, threads, isa, cold})
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond)
+              ->MinTime(0.3);
+        }
   for (int64_t n_keys : {128, 1024, 4096})
     for (int threads : {1, 2})
       for (int cold : {0, 1}) {

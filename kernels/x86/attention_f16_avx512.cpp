@@ -77,16 +77,27 @@ inline __mmask16 first_lanes(int64_t n) {
 }
 
 constexpr int64_t kKeyTile = 16;            // keys whose scores are reduced together
-constexpr int64_t kKeysPerTask = 256;       // decode scores: keys per parallel task
-constexpr int64_t kValueRowsPerTask = 8;    // decode values: output rows d per parallel task
+constexpr int64_t kKeysPerTask = 256;       // phased decode scores: keys per parallel task
+constexpr int64_t kValueRowsPerTask = 8;    // decode values: output rows d per pass (a phased task)
 constexpr int64_t kValueChunkBlocks = 8;    // decode values: value blocks per pass (p in L1)
-constexpr int64_t kMaxValueGroup = 8;       // decode values: query rows whose accumulators a task keeps
+constexpr int64_t kMaxValueGroup = 8;       // decode values: query rows whose accumulators a pass keeps
 constexpr int64_t kMaxScoreRows = 8;        // query rows one key tile serves per pass
-constexpr int64_t kMaxValueRows = 3;        // query rows per values pass (see values_vec_dot)
+constexpr int64_t kKeyPrefetchRows = 32;    // decode scores: K rows prefetched ahead into L2
+
+// Prefetches [p, p + bytes) into the cache level `hint` names (whole lines).
+template <int hint>
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(c + off, static_cast<_mm_hint>(hint));
+}
 
 // scores[g * stride + j] = scale * (k_j . q_g) for j < n_keys, g < n_rows, in ggml_vec_dot_f16's
 // order, head_dim = 64 kChunks. Each key row is converted once into registers for all query rows;
 // the folded 16-lane sums of 16 keys wait in `folded` to be reduced together.
+// In the model K comes from DRAM (each layer's cache is evicted by the other layers' weights) at
+// one core's lines in flight: each key prefetches the row kKeyPrefetchRows ahead into L2, spread
+// over the compute (bench-r1-qwen shape, 4096 keys from DRAM, 1 thread: scores 160 -> 130 us per
+// kv head; prefetching a whole tile at once, or V along with K, was slower).
 template <int kChunks>
 void scores_vec_dot(const uint16_t* k, int64_t n_keys, const float* q, int64_t n_rows, float scale,
                     float* scores, int64_t stride) {
@@ -103,6 +114,7 @@ void scores_vec_dot(const uint16_t* k, int64_t n_keys, const float* q, int64_t n
           continue;
         }
         const uint16_t* kj = k + (j0 + j) * hd;
+        if (g0 == 0 && j0 + j + kKeyPrefetchRows < n_keys) prefetch_bytes<_MM_HINT_T1>(kj + kKeyPrefetchRows * hd, 2 * hd);
         __m512 kv[4 * kChunks];
         for (int c = 0; c < 4 * kChunks; ++c) kv[c] = load_f16(kj + 16 * c);
         for (int64_t r = 0; r < rows; ++r) {
@@ -134,42 +146,74 @@ void scaled_scores(const uint16_t* k, int64_t n_keys, int64_t head_dim, const fl
   }
 }
 
-// The accumulators of a values task: [row d - d0][query row][ggml_vec_dot_f16's 4], in L1 between
-// the passes over position chunks (a store and a load keep an f32 exactly).
+// ggml's soft_max of one row of scores (the kernels.h softmax over n_keys), rounded to f16 as ggml
+// converts kq for kq @ v (nearest even), zero from n_keys to n_padded.
+// Denormals are flushed: far-off keys give exp(s - max) below 2^-126, and each such value made
+// the exp and the scaling take a microcode assist (bench-r1-qwen-q4_0 at depth 4096: 200 us per
+// kv head's rows instead of 15). No bit changes: a weight below 2^-126 rounds to f16 zero either
+// way, and beside exp(0) = 1 it cannot move the sum; scores and products of f16 values are 0 or
+// at least 2^-48.
+void softmax_f16_row(float* row, int64_t n_keys, int64_t n_padded) {
+  const FlushDenormals flush;
+  kernel_set().softmax(row, n_keys);
+  for (int64_t i = 0; i < n_padded; i += 16) {
+    const __m512 x = _mm512_maskz_loadu_ps(first_lanes(n_keys - i), row + i);
+    _mm512_storeu_ps(row + i, _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+  }
+}
+
+// The accumulators of a values pass: [row d - d0][query row][ggml_vec_dot_f16's 4], in L1 between
+// the chunks of positions (a store and a load keep an f32 exactly).
 using ValueAccumulators = __m512[kValueRowsPerTask][kMaxValueGroup][4];
 
-// acc[i0 + i][r0 + r] += ggml_vec_dot_f16's steps over n_blocks value blocks of v[d + i, :] . p[r, :]
-// for r < kRows, i < kDs: v points at row d of the first block, p's rows are p_stride apart. Each
-// 16-position chunk of V is converted once for all kRows rows and each chunk of p loaded once for
-// all kDs rows of V; 3 x 2 tiles keep their 24 accumulators in zmm registers.
+// acc[i0 + i][r][c] += ggml_vec_dot_f16's steps of accumulator c over n_blocks value blocks of
+// v[d + i, :] . p[r, :] for r < kRows, i < kDs, c < 4: v points at row d of the first block, p's
+// rows are p_stride apart. One 16-position chunk c of every block at a time, so that a tile of
+// kRows x kDs accumulators stays in registers: each V chunk is converted once for all kRows query
+// rows and each p chunk loaded once for all kDs rows d (per multiply-add 1 / kRows conversions and
+// 1 / kDs loads of p; 3 x 2 tiles, which converted V twice for a group of 6, took ~1.4x as long).
+// During chunk 0 the same rows of the next `next_blocks` blocks (from `next`) are prefetched
+// into L1: the blocks are 16 KiB apart, beyond the hardware prefetchers' reach.
 template <int kRows, int kDs>
-void values_vec_dot(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
-                    ValueAccumulators& acc_mem, int64_t i0, int64_t r0) {
+void values_tile(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
+                 ValueAccumulators& acc_mem, int64_t i0, const uint16_t* next, int64_t next_blocks) {
   constexpr int64_t vb = kAttentionValueBlock;
   const int64_t block_stride = head_dim * vb;
-  __m512 acc[kRows][kDs][4];
-  for (int r = 0; r < kRows; ++r)
-    for (int i = 0; i < kDs; ++i)
-      for (int c = 0; c < 4; ++c) acc[r][i][c] = acc_mem[i0 + i][r0 + r][c];
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const uint16_t* rows = v + b * block_stride;
-    for (int c = 0; c < 4; ++c) {
+  for (int c = 0; c < 4; ++c) {
+    __m512 acc[kRows][kDs];
+    for (int r = 0; r < kRows; ++r)
+      for (int i = 0; i < kDs; ++i) acc[r][i] = acc_mem[i0 + i][r][c];
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      if (c == 0 && b < next_blocks) prefetch_bytes<_MM_HINT_T0>(next + b * block_stride, 2 * vb * kDs);
+      const uint16_t* chunk = v + b * block_stride + 16 * c;
       __m512 vc[kDs];
-      for (int i = 0; i < kDs; ++i) vc[i] = load_f16(rows + i * vb + 16 * c);
+      for (int i = 0; i < kDs; ++i) vc[i] = load_f16(chunk + i * vb);
       for (int r = 0; r < kRows; ++r) {
         const __m512 pc = _mm512_loadu_ps(p + r * p_stride + b * vb + 16 * c);
-        for (int i = 0; i < kDs; ++i) acc[r][i][c] = _mm512_fmadd_ps(vc[i], pc, acc[r][i][c]);
+        for (int i = 0; i < kDs; ++i) acc[r][i] = _mm512_fmadd_ps(vc[i], pc, acc[r][i]);
       }
     }
+    for (int r = 0; r < kRows; ++r)
+      for (int i = 0; i < kDs; ++i) acc_mem[i0 + i][r][c] = acc[r][i];
   }
-  for (int r = 0; r < kRows; ++r)
-    for (int i = 0; i < kDs; ++i)
-      for (int c = 0; c < 4; ++c) acc_mem[i0 + i][r0 + r][c] = acc[r][i][c];
+}
+
+// values_tile over rows d0 <= d < d1 of one chunk of blocks, in tiles of kDs rows d as wide as the
+// registers allow (kRows x kDs accumulators + kDs V chunks + one p chunk <= 32 zmm), then single rows.
+template <int kRows>
+void values_chunk(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
+                  ValueAccumulators& acc, int64_t d0, int64_t d1, const uint16_t* next, int64_t next_blocks) {
+  constexpr int kDs = kRows <= 2 ? 8 : kRows <= 6 ? 4 : 2;
+  constexpr int64_t vb = kAttentionValueBlock;
+  int64_t d = d0;
+  for (; d + kDs <= d1; d += kDs)
+    values_tile<kRows, kDs>(v + d * vb, n_blocks, head_dim, p, p_stride, acc, d - d0, next + d * vb, next_blocks);
+  for (; d < d1; ++d) values_tile<kRows, 1>(v + d * vb, n_blocks, head_dim, p, p_stride, acc, d - d0, next + d * vb, next_blocks);
 }
 
 // out[g, d] = v[d, :] . p[g, :] for d0 <= d < d1 (<= d0 + kValueRowsPerTask), g < n_rows, in
 // ggml_vec_dot_f16's order. Positions go in chunks of kValueChunkBlocks blocks, so that p's
-// chunk (re-read for every pair of rows d) stays in L1 instead of streaming from L2 per pair;
+// chunk (re-read for every tile of rows d) stays in L1 instead of streaming from L2 per tile;
 // the accumulators wait in L1 between chunks. v: the first value block; out: row 0, column 0.
 void values_rows(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const float* p, int64_t p_stride,
                  int64_t n_rows, int64_t d0, int64_t d1, float* out) {
@@ -182,21 +226,19 @@ void values_rows(const uint16_t* v, int64_t n_blocks, int64_t head_dim, const fl
         for (__m512& a : acc[i][r]) a = _mm512_setzero_ps();
     for (int64_t b0 = 0; b0 < n_blocks; b0 += kValueChunkBlocks) {
       const int64_t nb = std::min(kValueChunkBlocks, n_blocks - b0);
-      for (int64_t d = d0; d < d1; d += 2) {
-        const uint16_t* vd = v + (b0 * head_dim + d) * vb;
-        for (int64_t r0 = 0; r0 < rows; r0 += kMaxValueRows) {
-          const float* pg = p + (g0 + r0) * p_stride + b0 * vb;
-          const int64_t tile = std::min(kMaxValueRows, rows - r0);
-          if (d + 1 < d1) {
-            if (tile == 1) values_vec_dot<1, 2>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
-            else if (tile == 2) values_vec_dot<2, 2>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
-            else values_vec_dot<3, 2>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
-          } else {
-            if (tile == 1) values_vec_dot<1, 1>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
-            else if (tile == 2) values_vec_dot<2, 1>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
-            else values_vec_dot<3, 1>(vd, nb, head_dim, pg, p_stride, acc, d - d0, r0);
-          }
-        }
+      const uint16_t* chunk = v + b0 * head_dim * vb;
+      const int64_t next_nb = std::min(kValueChunkBlocks, n_blocks - b0 - nb);
+      const uint16_t* next = next_nb > 0 ? chunk + nb * head_dim * vb : chunk;
+      const float* pg = p + g0 * p_stride + b0 * vb;
+      switch (rows) {
+        case 1: values_chunk<1>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
+        case 2: values_chunk<2>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
+        case 3: values_chunk<3>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
+        case 4: values_chunk<4>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
+        case 5: values_chunk<5>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
+        case 6: values_chunk<6>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
+        case 7: values_chunk<7>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
+        default: values_chunk<8>(chunk, nb, head_dim, pg, p_stride, acc, d0, d1, next, next_nb); break;
       }
     }
     for (int64_t d = d0; d < d1; ++d)
@@ -253,33 +295,41 @@ void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim,
   }
 }
 
-// Three parallel phases, each over independent outputs (so any split gives the spec's bits): the
+// Every output is an independent dot product or softmax row, so any split of the work gives the
+// spec's bits. When the threads divide the kv heads (R1-Distill-Qwen: 2 kv heads, 2 threads), each
+// task is one kv head from end to end (scores over all keys, softmax of its query rows, values):
+// no barrier, and each core streams its own head's K and V. Otherwise three parallel phases: the
 // scores of (kv head, 256 keys), the softmax of each query row, the values of (kv head, 8 rows d).
 void attention_decode_f16(const GroupedQueryAttentionF16& a, int64_t n_keys, float* out, ThreadPool& pool) {
   const int64_t hd = a.head_dim, group = a.n_heads / a.n_kv_heads;
   const int64_t n_blocks = (n_keys + kAttentionValueBlock - 1) / kAttentionValueBlock;
   const int64_t n_padded = n_blocks * kAttentionValueBlock;
+  const auto keys = [&](int64_t kvh) { return a.keys + kvh * a.key_head_stride; };
+  const auto values = [&](int64_t kvh) { return a.values + kvh * a.value_head_stride; };
+  const auto queries = [&](int64_t kvh) { return a.q + kvh * group * hd; };
+  const auto scores = [&](int64_t kvh) { return a.scores + kvh * group * n_padded; };  // [group, n_padded]
+  const auto values_of_rows = [&](int64_t kvh, int64_t d0) {
+    values_rows(values(kvh), n_blocks, hd, scores(kvh), n_padded, group, d0, std::min(hd, d0 + kValueRowsPerTask),
+                out + kvh * group * hd);
+  };
+  if (a.n_kv_heads % pool.size() == 0) {
+    pool.parallel_for(a.n_kv_heads, [&](int64_t kvh, int) {
+      scaled_scores(keys(kvh), n_keys, hd, queries(kvh), group, a.scale, scores(kvh), n_padded);
+      for (int64_t g = 0; g < group; ++g) softmax_f16_row(scores(kvh) + g * n_padded, n_keys, n_padded);
+      for (int64_t d0 = 0; d0 < hd; d0 += kValueRowsPerTask) values_of_rows(kvh, d0);
+    });
+    return;
+  }
   const int64_t key_chunks = (n_keys + kKeysPerTask - 1) / kKeysPerTask;
   pool.parallel_for(a.n_kv_heads * key_chunks, [&](int64_t task, int) {
     const int64_t kvh = task / key_chunks, j0 = task % key_chunks * kKeysPerTask;
-    scaled_scores(a.keys + kvh * a.key_head_stride + j0 * hd, std::min(kKeysPerTask, n_keys - j0), hd,
-                  a.q + kvh * group * hd, group, a.scale, a.scores + kvh * group * n_padded + j0, n_padded);
+    scaled_scores(keys(kvh) + j0 * hd, std::min(kKeysPerTask, n_keys - j0), hd, queries(kvh), group, a.scale,
+                  scores(kvh) + j0, n_padded);
   });
-  const auto softmax = kernel_set().softmax;
-  pool.parallel_for(a.n_heads, [&](int64_t h, int) {
-    float* row = a.scores + h * n_padded;
-    softmax(row, n_keys);
-    // ggml converts kq to f16 for kq @ v: round to nearest even through f16; zero past n_keys.
-    for (int64_t i = 0; i < n_padded; i += 16) {
-      const __m512 x = _mm512_maskz_loadu_ps(first_lanes(n_keys - i), row + i);
-      _mm512_storeu_ps(row + i, _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
-    }
-  });
+  pool.parallel_for(a.n_heads, [&](int64_t h, int) { softmax_f16_row(a.scores + h * n_padded, n_keys, n_padded); });
   const int64_t row_chunks = (hd + kValueRowsPerTask - 1) / kValueRowsPerTask;
   pool.parallel_for(a.n_kv_heads * row_chunks, [&](int64_t task, int) {
-    const int64_t kvh = task / row_chunks, d0 = task % row_chunks * kValueRowsPerTask;
-    values_rows(a.values + kvh * a.value_head_stride, n_blocks, hd, a.scores + kvh * group * n_padded, n_padded,
-                group, d0, std::min(hd, d0 + kValueRowsPerTask), out + kvh * group * hd);
+    values_of_rows(task / row_chunks, task % row_chunks * kValueRowsPerTask);
   });
 }
 
