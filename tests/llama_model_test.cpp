@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -506,6 +507,40 @@ TEST(LlamaModel, DemoModelSaysParis) {
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
   const int32_t next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   EXPECT_EQ(tok.decode(std::span(&next, 1)), " Paris");
+}
+
+// Peak resident memory of this process (VmHWM; ctest runs each test in its own process).
+size_t peak_resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// Issue 4's memory target: the peak over loading and a 256-token prompt stays near the weights
+// plus the KV cache (measured 1.10 with the test binary's code; it was 1.30 when the GGUF
+// tokenizer arrays stayed parsed, the tokenizer used node maps and prefill ran 256-token chunks).
+TEST(LlamaModel, DemoModelPeakMemoryStaysNearWeightsAndCache) {
+  const char* path = std::getenv("SPUTNIK_DEMO_MODEL");
+  ASSERT_NE(path, nullptr) << "SPUTNIK_DEMO_MODEL is not set (tools/test.sh sets it)";
+  const int32_t n_prompt = 256;
+  auto loaded = load_model(path, small_options(1, n_prompt + 1, LoadOptions().kv_type));
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  Model& model = *loaded->model;
+  const ModelInfo& info = model.info();
+  std::vector<int32_t> tokens(n_prompt);
+  for (int32_t i = 0; i < n_prompt; ++i) tokens[i] = (i * 7919 + 13) % static_cast<int32_t>(info.vocab_size);
+  std::vector<BatchToken> batch = sequence_batch(tokens, 0, 0, false);
+  batch.back().want_logits = true;
+  std::vector<float> logits(info.vocab_size);
+  ASSERT_TRUE(model.forward(batch, logits.data()).ok());
+  const double needed = static_cast<double>(info.weight_bytes) +
+                        static_cast<double>(info.kv_cache_bytes_per_token) * (n_prompt + 1);
+  const double ratio = static_cast<double>(peak_resident_bytes()) / needed;
+  EXPECT_GT(ratio, 0.5);  // the weights are read: a broken measurement would read near 0
+  EXPECT_LE(ratio, 1.15) << "peak resident " << peak_resident_bytes() / 1048576.0 << " MiB";
+  std::printf("peak resident / (weights + KV cache) = %.3f\n", ratio);
 }
 
 }  // namespace
