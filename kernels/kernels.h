@@ -133,8 +133,9 @@ void attention_values_f16(const uint16_t* v, int64_t n_blocks, int64_t head_dim,
 //   s = scale * (k q_h)   (attention_scores_f16's single-token order)
 //   p = f16(softmax(s))   (ggml's soft_max, the kernels.h softmax; p rounded to f16 as ggml does)
 //   out_h = v p           (attention_values_f16's single-token order, p zero past n_keys)
-// The same bits as those calls in sequence, but phased for decode: scores split over key chunks,
-// softmax over rows, values over output rows, every K and V element converted once per token.
+// The same bits as those calls in sequence, split for decode: one task per kv head when the
+// pool's threads divide the kv heads, else three phases (scores over key chunks, softmax over
+// rows, values over output rows); every K and V element converted once per token.
 struct GroupedQueryAttentionF16 {
   const float* q = nullptr;  // [n_heads, head_dim], f16 values
   int64_t n_heads = 0;
