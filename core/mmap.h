@@ -10,6 +10,13 @@
 
 namespace sputnik {
 
+// Drops this process's page-table entries for the pages overlapping [data, data + bytes) of a
+// file mapping (MADV_DONTNEED); they fault back in from the page cache when read again. For a
+// table read a few rows at a time (token embeddings): each read fault maps 64 KiB around the row
+// (the kernel's fault-around, which MADV_RANDOM does not turn off), so random tokens would keep
+// most of a 100+ MiB table resident. Never on anonymous memory, which this would zero.
+void release_file_pages(const void* data, size_t bytes);
+
 class MappedFile {
  public:
   static Result<std::shared_ptr<MappedFile>> open(const std::string& path);

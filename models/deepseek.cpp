@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/mmap.h"
 #include "formats/gguf.h"
 #include "formats/json_fields.h"
 #include "kernels/kernels.h"
@@ -680,6 +681,9 @@ void DeepSeekModel::embed_rows(const TensorView& embed, std::span<const BatchTok
                                float* x) {
   for (size_t t = 0; t < chunk.size(); ++t)
     dequantize_weight_row(embed, chunk[t].token, x + t * config_.dim);
+  // The table is kept as stored in the file map (row_table): once its rows are copied, its pages
+  // leave the resident set (fault-around would otherwise keep 64 KiB around every row read).
+  release_file_pages(embed.data, embed.bytes());
 }
 
 // Block.forward: x = x + attn(attn_norm(x)); x = x + ffn(ffn_norm(x))

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <numbers>
 
+#include "core/mmap.h"
 #include "formats/gguf.h"
 #include "formats/json_fields.h"
 #include "kernels/kernels.h"
@@ -687,6 +688,11 @@ class LlamaModel final : public Model {
       const BatchToken& b = batch[static_cast<size_t>(t)];
       dequantize_weight_row(weights_.tok_embeddings, b.token, s.x.data() + t * dim);  // embed
       rope_angles(b.pos, &s.rope_cos[t * half], &s.rope_sin[t * half]);
+    }
+    // An untied table stays in the file map (load_weights): once its rows are copied, its pages
+    // leave the resident set (fault-around would otherwise keep 64 KiB around every row read).
+    if (!config_.tie_word_embeddings) {
+      release_file_pages(weights_.tok_embeddings.data, weights_.tok_embeddings.bytes());
     }
     if (tap_) {  // the token ids (exact as floats), so a comparison can replay them
       std::vector<float> ids;
