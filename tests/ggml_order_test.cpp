@@ -66,6 +66,16 @@ std::vector<BlockQ4_1> random_q4_1(int64_t rows, int64_t cols, std::mt19937& rng
   return blocks;
 }
 
+// A [rows, cols] Q4_1 matrix over `blocks` (which outlive the view).
+TensorView q4_1_matrix(const std::vector<BlockQ4_1>& blocks, int64_t rows, int64_t cols) {
+  TensorView w;
+  w.dtype = DType::Q4_1;
+  w.n_dims = 2;
+  w.shape = {rows, cols, 0, 0};
+  w.data = blocks.data();
+  return w;
+}
+
 TEST(GgmlOrder, Q4_1MatmulIsBitIdenticalToTheGgmlSpec) {
   std::mt19937 rng(7);
   ThreadPool pool(2);
@@ -74,12 +84,8 @@ TEST(GgmlOrder, Q4_1MatmulIsBitIdenticalToTheGgmlSpec) {
     if (isa == "scalar") return;
     for (int64_t rows : {1, 3, 4, 5, 13, 64}) {
       for (int64_t cols : {32, 64, 96, 576}) {
-        std::vector<BlockQ4_1> blocks = random_q4_1(rows, cols, rng);
-        TensorView w;
-        w.dtype = DType::Q4_1;
-        w.n_dims = 2;
-        w.shape = {rows, cols, 0, 0};
-        w.data = blocks.data();
+        const std::vector<BlockQ4_1> blocks = random_q4_1(rows, cols, rng);
+        const TensorView w = q4_1_matrix(blocks, rows, cols);
         for (int64_t n_tokens : {1, 2, 5, 9}) {
           const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens * cols), 1.0f, rng);
           std::vector<float> y(static_cast<size_t>(n_tokens * rows)), spec(y.size()), exact(y.size());
@@ -111,12 +117,8 @@ TEST(GgmlOrder, Q4_1x16MatmulIsBitIdenticalToTheGgmlSpec) {
   int checked = 0;
   for (const int64_t rows : {16, 48, 160}) {
     for (const int64_t cols : {32, 96, 576, 1536}) {
-      std::vector<BlockQ4_1> blocks = random_q4_1(rows, cols, rng);
-      TensorView plain;
-      plain.dtype = DType::Q4_1;
-      plain.n_dims = 2;
-      plain.shape = {rows, cols, 0, 0};
-      plain.data = blocks.data();
+      const std::vector<BlockQ4_1> blocks = random_q4_1(rows, cols, rng);
+      const TensorView plain = q4_1_matrix(blocks, rows, cols);
       ASSERT_EQ(ref::interleaved_type(DType::Q4_1), DType::Q4_1x16);
       std::vector<uint8_t> packed_bytes(plain.bytes());
       ref::repack_interleaved(DType::Q4_1, plain.data, rows, cols, packed_bytes.data());
