@@ -61,6 +61,9 @@ struct MatmulJob {
 // is a single-threaded call of the active matmul on a row slice of w. y equals the separate
 // matmul calls' bit for bit. For the many small matrices of a MoE layer (kernels/matmul_batch.cpp).
 void matmul_batch(std::span<const MatmulJob> jobs, ThreadPool& pool);
+// Decode and small batches: a matmul_batch whose jobs all have at most this many tokens is bound
+// by streaming the weights, and is cut into guided slices that keep every thread busy to the end.
+constexpr int64_t kMatmulOnePassTokens = 8;
 
 // --- Element-wise and row ops (f32) ----------------------------------------------------------
 

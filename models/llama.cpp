@@ -534,6 +534,18 @@ class LlamaModel final : public Model {
     }
   }
 
+  // Independent projections of the same input (q, k, v; gate, up). Decode runs them in one
+  // dispatch (matmul_batch): threads stream from the first matrix's first byte to the last one's
+  // last without a barrier and an idle DRAM between them. Prefill runs them one by one, each
+  // split by itself so that its slabs stay in L2 across token tiles.
+  void project(int64_t T, std::span<const MatmulJob> jobs) {
+    if (T <= kMatmulOnePassTokens) {
+      matmul_batch(jobs, pool_);
+      return;
+    }
+    for (const MatmulJob& j : jobs) matmul(*j.w, j.x, j.n_tokens, j.y, pool_);
+  }
+
   // LlamaAttention.forward over the chunk: xb [T, dim] -> proj [T, dim]. K/V of the chunk go
   // into the cache first, so a token sees the chunk's earlier tokens of its own sequence.
   void attention(const LlamaLayerWeights& l, int64_t layer, std::span<const BatchToken> batch) {
@@ -542,9 +554,9 @@ class LlamaModel final : public Model {
     const int64_t T = static_cast<int64_t>(batch.size());
     const int64_t hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
     const int64_t half = c.rope_dim / 2;
-    matmul(l.wq, s.xb.data(), T, s.q.data(), pool_);  // q = xb @ wq.T  [T, n_heads*hd]
-    matmul(l.wk, s.xb.data(), T, s.k.data(), pool_);  // k = xb @ wk.T  [T, n_kv_heads*hd]
-    matmul(l.wv, s.xb.data(), T, s.v.data(), pool_);  // v = xb @ wv.T  [T, n_kv_heads*hd]
+    project(T, {{{&l.wq, s.xb.data(), T, s.q.data()},     // q = xb @ wq.T  [T, n_heads*hd]
+                 {&l.wk, s.xb.data(), T, s.k.data()},     // k = xb @ wk.T  [T, n_kv_heads*hd]
+                 {&l.wv, s.xb.data(), T, s.v.data()}}});  // v = xb @ wv.T  [T, n_kv_heads*hd]
     uint8_t* key_cache = s.key_cache[static_cast<size_t>(layer)].get();
     uint8_t* value_cache = s.value_cache[static_cast<size_t>(layer)].get();
     const bool f16 = s.kv_type == DType::F16;
@@ -672,8 +684,8 @@ class LlamaModel final : public Model {
   // LlamaMLP.forward: down(silu(gate(xb)) * up(xb)), xb [T, dim] -> proj [T, dim].
   void mlp(const LlamaLayerWeights& l, int64_t T) {
     LlamaRunState& s = state_;
-    matmul(l.w1, s.xb.data(), T, s.gate.data(), pool_);  // [T, inter_dim]
-    matmul(l.w3, s.xb.data(), T, s.up.data(), pool_);    // [T, inter_dim]
+    project(T, {{{&l.w1, s.xb.data(), T, s.gate.data()},  // [T, inter_dim]
+                 {&l.w3, s.xb.data(), T, s.up.data()}}});   // [T, inter_dim]
     silu_mul(s.gate.data(), s.up.data(), T * config_.inter_dim, s.gate.data());
     matmul(l.w2, s.gate.data(), T, s.proj.data(), pool_);  // [T, dim]
   }

@@ -124,7 +124,22 @@ TEST_P(MatmulBatch, EqualsSeparateMatmuls) {
                                false);
 }
 
+TEST_P(MatmulBatch, DecodeJobsEqualSeparateMatmuls) {
+  // Every job at most kMatmulOnePassTokens tokens: guided slices in job order, shrinking to one
+  // row step at the end (a job cut into many slices, and tiny jobs).
+  expect_batch_equals_separate(GetParam().type,
+                               {{1000, 8, 1}, {1, 8, 1}, {67, 3, 1}, {130, 2, kMatmulOnePassTokens}, {5, 1, 4},
+                                {256, 4, 0}, {13, 8, 2}},
+                               false);
+}
+
 using MatmulBatchInterleaved = MatmulBatch;
+
+TEST_P(MatmulBatchInterleaved, DecodeJobsEqualSeparateMatmuls) {
+  expect_batch_equals_separate(GetParam().type,
+                               {{1024, 8, 1}, {16, 8, 1}, {48, 3, 2}, {144, 2, kMatmulOnePassTokens}, {32, 4, 0}},
+                               true);
+}
 
 TEST_P(MatmulBatchInterleaved, EqualsSeparateMatmuls) {
   // Interleaved layouts slice at 16-row groups: rows a multiple of 16, tokens across the tiles.
