@@ -28,15 +28,15 @@ static_assert(kLlamaValueBlock == kAttentionValueBlock, "the value cache layout 
 constexpr int64_t kLlamaMaxChunk = 256;
 
 // The chunk a model runs: kLlamaMaxChunk, halved (down to 32) while the chunk's activations
-// (LlamaRunState's [T, ...] buffers) exceed 1/32 of the weights, so that peak memory stays close
+// (LlamaRunState's [T, ...] buffers) exceed 1/64 of the weights, so that peak memory stays close
 // to weights + KV cache on small models: SmolLM2-135M takes 28 KiB per token against 92 MiB of
-// weights, 64 tokens; R1-Distill-Qwen-1.5B 111 KiB per token against 954 MiB, all 256.
+// weights, 32 tokens (0.9 MiB); R1-Distill-Qwen-1.5B 111 KiB per token against 954 MiB, 128.
 int64_t llama_chunk_tokens(const LlamaConfig& c, size_t weight_bytes) {
   const int64_t floats_per_token = 4 * c.dim + 2 * c.n_heads * c.head_dim +
                                    2 * c.n_kv_heads * c.head_dim + 2 * c.inter_dim + c.rope_dim;
   const auto bytes_per_token = static_cast<size_t>(floats_per_token) * sizeof(float);
   int64_t chunk = kLlamaMaxChunk;
-  while (chunk > 32 && static_cast<size_t>(chunk) * bytes_per_token > weight_bytes / 32) chunk /= 2;
+  while (chunk > 32 && static_cast<size_t>(chunk) * bytes_per_token > weight_bytes / 64) chunk /= 2;
   return chunk;
 }
 

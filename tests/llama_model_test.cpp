@@ -519,8 +519,9 @@ size_t peak_resident_bytes() {
 }
 
 // Issue 4's memory target: the peak over loading and a 256-token prompt stays near the weights
-// plus the KV cache (measured 1.10 with the test binary's code; it was 1.30 when the GGUF
-// tokenizer arrays stayed parsed, the tokenizer used node maps and prefill ran 256-token chunks).
+// plus the KV cache (measured 1.104 with this dynamically linked test binary's code, 1.115 with
+// 64-token chunks; it was 1.30 when the GGUF tokenizer arrays stayed parsed, the tokenizer used
+// node maps and prefill ran 256-token chunks). cli_bench_memory checks the static binary.
 TEST(LlamaModel, DemoModelPeakMemoryStaysNearWeightsAndCache) {
   const char* path = std::getenv("SPUTNIK_DEMO_MODEL");
   ASSERT_NE(path, nullptr) << "SPUTNIK_DEMO_MODEL is not set (tools/test.sh sets it)";
@@ -539,7 +540,7 @@ TEST(LlamaModel, DemoModelPeakMemoryStaysNearWeightsAndCache) {
                         static_cast<double>(info.kv_cache_bytes_per_token) * (n_prompt + 1);
   const double ratio = static_cast<double>(peak_resident_bytes()) / needed;
   EXPECT_GT(ratio, 0.5);  // the weights are read: a broken measurement would read near 0
-  EXPECT_LE(ratio, 1.15) << "peak resident " << peak_resident_bytes() / 1048576.0 << " MiB";
+  EXPECT_LE(ratio, 1.13) << "peak resident " << peak_resident_bytes() / 1048576.0 << " MiB";
   std::printf("peak resident / (weights + KV cache) = %.3f\n", ratio);
 }
 

@@ -46,6 +46,16 @@ case $case_name in
     grep -Eq "KV cache: [1-9][0-9]* bytes per token" "$tmp/out" || fail "no KV-cache size"
     grep -q '\[49152 x str\] \[.*, \.\.\.\]' "$tmp/out" || fail "long arrays not truncated"
     ;;
+  bench_memory)
+    # Issue 4's memory target on the binary itself, at the lead's benchmark settings: peak resident
+    # <= weights + KV cache + 10% (measured 1.075 with the static binary, 1.11 linked dynamically).
+    "$sputnik" bench -m "$model" -t 2 -p 512 -n 128 -r 1 --json >"$tmp/out" 2>"$tmp/err" \
+      || fail "sputnik bench exited with $?: $(cat "$tmp/err")"
+    ratio=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["memory"]["peak_rss_over_needed"])' <"$tmp/out") \
+      || fail "no memory ratio in the JSON: $(cat "$tmp/out")"
+    echo "peak resident / (weights + KV cache) = $ratio"
+    python3 -c "import sys; sys.exit(not 0.5 < $ratio <= 1.09)" || fail "ratio $ratio outside (0.5, 1.09]"
+    ;;
   *)
     fail "unknown case $case_name"
     ;;
