@@ -38,12 +38,16 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
+  // The caller writes these once per parallel_for, the workers read them.
   const std::function<void(int64_t, int)>* job_ = nullptr;
   int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_task_{0};
-  std::atomic<int> busy_workers_{0};
   std::atomic<uint64_t> generation_{0};  // bumped once per parallel_for; workers watch it
   std::atomic<bool> stopping_{false};
+  // Apart on their own cache lines: a thread that has run out of tasks polls generation_ (worker)
+  // or busy_workers_ (caller) while the other still takes tasks from next_task_; on one line,
+  // every task taken would pull the line back from the polling core.
+  alignas(64) std::atomic<int64_t> next_task_{0};
+  alignas(64) std::atomic<int> busy_workers_{0};  // the class's 64-byte alignment pads the line
 };
 
 // Number of hardware threads, at least 1.
