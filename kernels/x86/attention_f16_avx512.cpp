@@ -82,7 +82,7 @@ constexpr int64_t kValueRowsPerTask = 8;    // decode values: output rows d per 
 constexpr int64_t kValueChunkBlocks = 4;    // decode values: value blocks per pass (p in L1)
 constexpr int64_t kMaxValueGroup = 8;       // decode values: query rows whose accumulators a pass keeps
 constexpr int64_t kMaxScoreRows = 8;        // query rows one key tile serves per pass
-constexpr int64_t kKeyPrefetchRows = 32;    // decode scores: K rows prefetched ahead into L2
+constexpr int64_t kKeyPrefetchRows = 16;    // decode scores: K rows prefetched ahead into L1
 
 // Prefetches [p, p + bytes) into the cache level `hint` names (whole lines).
 template <int hint>
@@ -95,9 +95,11 @@ inline void prefetch_bytes(const void* p, int64_t bytes) {
 // order, head_dim = 64 kChunks. Each key row is converted once into registers for all query rows;
 // the folded 16-lane sums of 16 keys wait in `folded` to be reduced together.
 // In the model K comes from DRAM (each layer's cache is evicted by the other layers' weights) at
-// one core's lines in flight: each key prefetches the row kKeyPrefetchRows ahead into L2, spread
+// one core's lines in flight: each key prefetches the row kKeyPrefetchRows ahead into L1, spread
 // over the compute (bench-r1-qwen shape, 4096 keys from DRAM, 1 thread: scores 160 -> 130 us per
-// kv head; prefetching a whole tile at once, or V along with K, was slower).
+// kv head with rows 32 ahead into L2, 16 ahead into L1 another ~8 us less (4 or 8 ahead: less
+// gain); prefetching a whole tile at once, or V along with K, was slower: V along with K made the
+// values 20 us faster and the scores 30 us slower).
 template <int kChunks>
 void scores_vec_dot(const uint16_t* k, int64_t n_keys, const float* q, int64_t n_rows, float scale,
                     float* scores, int64_t stride) {
@@ -114,7 +116,7 @@ void scores_vec_dot(const uint16_t* k, int64_t n_keys, const float* q, int64_t n
           continue;
         }
         const uint16_t* kj = k + (j0 + j) * hd;
-        if (g0 == 0 && j0 + j + kKeyPrefetchRows < n_keys) prefetch_bytes<_MM_HINT_T1>(kj + kKeyPrefetchRows * hd, 2 * hd);
+        if (g0 == 0 && j0 + j + kKeyPrefetchRows < n_keys) prefetch_bytes<_MM_HINT_T0>(kj + kKeyPrefetchRows * hd, 2 * hd);
         __m512 kv[4 * kChunks];
         for (int c = 0; c < 4 * kChunks; ++c) kv[c] = load_f16(kj + 16 * c);
         for (int64_t r = 0; r < rows; ++r) {
