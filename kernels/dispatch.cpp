@@ -143,7 +143,7 @@ ref::AttentionChunkFn attention_chunk_of(const KernelSet* s) {
 }  // namespace
 
 void multi_query_attention(const MultiQueryAttention& a, int64_t n_keys, float* out, ThreadPool& pool) {
-  ref::multi_query_attention_split(attention_chunk_of(active()), a, n_keys, out, pool);
+  ref::multi_query_attention_split(attention_chunk_of(active()), active()->axpy, a, n_keys, out, pool);
 }
 
 #if defined(__x86_64__) || defined(__i386__)

@@ -67,8 +67,10 @@ using AttentionChunkFn = void (*)(const MultiQueryAttention& a, int64_t begin, i
 void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, float* max,
                      float* sum, float* out);
 // Splits [0, n_keys) into chunks across the pool, runs `chunk` on each and merges the partial
-// (max, sum, out) triples: out = sum_c e^(max_c - M) out_c / sum_c e^(max_c - M) sum_c.
-void multi_query_attention_split(AttentionChunkFn chunk, const MultiQueryAttention& a,
+// (max, sum, out) triples: out = sum_c e^(max_c - M) out_c / sum_c e^(max_c - M) sum_c, with the
+// ISA's `axpy` (y += a x over dv values, the merge's inner loop).
+using AxpyFn = void (*)(float a, const float* x, int64_t n, float* y);
+void multi_query_attention_split(AttentionChunkFn chunk, AxpyFn axpy, const MultiQueryAttention& a,
                                  int64_t n_keys, float* out, ThreadPool& pool);
 // The definition, two passes in double (all scores, softmax, weighted sum): what tests compare with.
 void multi_query_attention_two_pass(const MultiQueryAttention& a, int64_t n_keys, float* out);

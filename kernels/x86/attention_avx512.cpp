@@ -24,6 +24,13 @@
 // (1024 keys x 4) costs the same, so the kernel is bound by the core (~77% of the 5.5 G FMA/s
 // one core issues here: the f16 -> f32 gather, softmax and output rescaling take the rest).
 //
+// Why the kernel does not also warm the weights read after it (o_proj, shared experts: ~12 MB a
+// layer at Q4_0, while the kernel reads its cache at ~8 of ~25 GB/s): prefetched into L2 they
+// spill to L3, and on this machine class (2 cores of a 260 MiB non-inclusive L3) one core streams
+// 12 MB from L3 no faster than from DRAM (/tmp probe, November 2026, minimum of 4 runs: 775 us
+// warm vs 776 us cold; two cores 6 MB each: 362-468 us warm vs 424-464 us cold), so the overlap
+// would save at most the noise. Only L2 is faster, and which core reads which weight rows is
+// decided at run time by the matmul's guided slabs.
 // Why not AVX512-BF16 (vdpbf16ps, 32 multiply-adds per instruction): on this CPU class it
 // issues about once per 2 cycles against two 16-lane f32 FMAs per cycle, so it does half the
 // multiply-adds per cycle (timed in isolation, November 2026), and it would round q, p and the
@@ -319,8 +326,12 @@ void attention_chunk(const MultiQueryAttention& a, int64_t begin, int64_t end, f
 
       // 3. out_t = out_t * correction + sum_j p[j] v_j, one 16-dimension chunk at a time. Rows
       // past the block end have p = 0 (and zero values); lanes that have seen no key keep 0.
+      // Last chunk first: step 1 has just gathered the block's chunks in order, and its key and
+      // q_t chunks (72 KiB at MLA's shape) overflow L1 (48 KiB), so the last value chunks are
+      // the ones still there (kernels_bench, 1 thread, 4096 positions, medians of 5-7 on a loaded
+      // machine: 0.5-1.5% less CPU time than first to last, hot and cold).
       float* o = out_t + g * v_chunks * kLanes * kLanes;
-      for (int64_t c = 0; c < v_chunks; ++c)
+      for (int64_t c = v_chunks - 1; c >= 0; --c)
         accumulate_values(p, vb + c * kBlock * kLanes, corr, j0 == begin, o + c * kLanes * kLanes);
     }
   }
